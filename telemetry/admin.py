@@ -1,0 +1,106 @@
+"""Admin: projects with their keys and members; events read-only; rollups and runs browsable."""
+
+from django.contrib import admin
+
+from telemetry.models import (
+    CohortSummary,
+    DailyActivity,
+    DailyCount,
+    DailySummary,
+    Event,
+    IngestKey,
+    Install,
+    IpSalt,
+    Project,
+    TaskRun,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by the pipeline or the jobs: look, filter, never edit by hand."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class IngestKeyInline(admin.TabularInline):
+    model = IngestKey
+    extra = 0
+    fields = ["prefix", "created_at", "revoked_at"]
+    readonly_fields = ["prefix", "created_at"]
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False  # keys are issued by `manage.py create_project` / `rotate_keys`
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "contract", "retention_days", "install_rate", "ip_rate", "created_at"]
+    list_filter = ["contract", "strict", "redact_pii", "public_page"]
+    search_fields = ["slug", "name"]
+    filter_horizontal = ["members"]
+    inlines = [IngestKeyInline]
+    readonly_fields = ["created_at"]
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ["name", "install_id", "project", "timestamp", "received_at", "app_version", "os"]
+    list_filter = ["project", "name"]
+    search_fields = ["install_id", "event_id", "name", "session_id"]
+    date_hierarchy = "received_at"
+    list_select_related = ["project"]
+    show_full_result_count = False  # COUNT(*) over millions of rows on every page is slow
+
+
+@admin.register(Install)
+class InstallAdmin(ReadOnlyAdmin):
+    list_display = ["install_id", "project", "first_seen", "last_seen", "last_version", "os", "event_count"]
+    list_filter = ["project", "os"]
+    search_fields = ["install_id"]
+    list_select_related = ["project"]
+    show_full_result_count = False
+
+
+@admin.register(DailyActivity)
+class DailyActivityAdmin(ReadOnlyAdmin):
+    list_display = ["day", "install_id", "project", "events", "app_version", "os"]
+    list_filter = ["project"]
+    search_fields = ["install_id"]
+    date_hierarchy = "day"
+    show_full_result_count = False
+
+
+@admin.register(DailyCount)
+class DailyCountAdmin(ReadOnlyAdmin):
+    list_display = ["day", "name", "project", "events"]
+    list_filter = ["project", "name"]
+    date_hierarchy = "day"
+
+
+@admin.register(DailySummary)
+class DailySummaryAdmin(ReadOnlyAdmin):
+    list_display = ["day", "project", "active_installs", "new_installs", "events"]
+    list_filter = ["project"]
+
+
+@admin.register(CohortSummary)
+class CohortSummaryAdmin(ReadOnlyAdmin):
+    list_display = ["week_start", "project", "size"]
+    list_filter = ["project"]
+
+
+@admin.register(IpSalt)
+class IpSaltAdmin(ReadOnlyAdmin):
+    list_display = ["day", "created_at"]
+    fields = ["day", "created_at"]  # never show the salt itself
+
+
+@admin.register(TaskRun)
+class TaskRunAdmin(ReadOnlyAdmin):
+    list_display = ["task", "started_at", "ok", "rows", "duration_ms", "error"]
+    list_filter = ["task", "ok"]

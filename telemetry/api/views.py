@@ -1,0 +1,117 @@
+"""DRF views of the native API; each parses, calls one function, and answers."""
+
+from django.db import DatabaseError, connection
+from django.core.cache import cache
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.views import APIView
+
+from telemetry.contracts import FRONT_DOORS, native
+from telemetry.ingest.auth import project_by_slug
+from telemetry.models import Project
+
+
+class NativeEventSerializer(serializers.Serializer):
+    """One event (documentation only: telemetry.ingest.schema validates)."""
+
+    install_id = serializers.RegexField(r"^[A-Za-z0-9_-]{8,64}$")
+    name = serializers.RegexField(r"^[a-z][a-z0-9_.:-]{0,63}$")
+    timestamp = serializers.DateTimeField(help_text="ISO 8601 with offset, within retention")
+    event_id = serializers.RegexField(r"^[A-Za-z0-9_-]{8,64}$", required=False)
+    session_id = serializers.CharField(max_length=64, required=False)
+    app_version = serializers.CharField(max_length=64, required=False)
+    os = serializers.CharField(max_length=64, required=False)
+    properties = serializers.DictField(required=False, help_text="≤ 50 keys, nesting ≤ 3")
+
+
+_error = inline_serializer("Error", {"error": serializers.CharField(), "detail": serializers.CharField()})
+_accepted = inline_serializer(
+    "IngestResult",
+    {
+        "accepted": serializers.IntegerField(),
+        "duplicates": serializers.IntegerField(),
+        "rejected": serializers.ListField(
+            child=inline_serializer(
+                "Rejected", {"index": serializers.IntegerField(), "error": serializers.CharField()}
+            )
+        ),
+    },
+)
+
+
+class EventsView(APIView):
+    """Ingest one event or a batch of up to 1,000 for the project the key belongs to."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+
+    @extend_schema(
+        operation_id="ingest_events",
+        request=NativeEventSerializer,
+        responses={
+            202: _accepted,
+            400: OpenApiResponse(_error, description="invalid JSON, batch or event"),
+            401: OpenApiResponse(_error, description="no ingest key"),
+            403: OpenApiResponse(_error, description="unknown or revoked key"),
+            413: OpenApiResponse(_error, description="over 1 MB or 1,000 events"),
+            415: OpenApiResponse(_error, description="not application/json"),
+            429: OpenApiResponse(_error, description="rate limited; see Retry-After"),
+            503: OpenApiResponse(_error, description="database or cache down; see Retry-After"),
+        },
+        examples=[
+            OpenApiExample(
+                "one event",
+                value={
+                    "install_id": "inst_8f2c1a9e",
+                    "name": "app.start",
+                    "timestamp": "2026-11-25T09:00:00Z",
+                    "event_id": "evt_0001abcd",
+                    "app_version": "1.4.2",
+                    "os": "linux",
+                    "properties": {"command": "init"},
+                },
+                request_only=True,
+            )
+        ],
+    )
+    def post(self, request, project: Project | None = None) -> JsonResponse:
+        return native.handle_events(request._request, project)
+
+
+events_view = csrf_exempt(EventsView.as_view())
+
+
+@csrf_exempt
+def front_door(request: HttpRequest, slug: str, path: str = ""):
+    """`/p/<slug>/<path>`: hand the request to the project's contract."""
+    project = project_by_slug(slug)
+    if project is None:
+        return JsonResponse({"error": "not_found", "detail": f"no project {slug!r}"}, status=404)
+    return FRONT_DOORS[project.contract](request, project, path)
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    """200 when the database and the cache both answer; 503 naming what failed otherwise."""
+    failed = []
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError:
+        failed.append("database")
+    try:
+        cache.set("readyz", "1", 5)
+        if cache.get("readyz") != "1":
+            failed.append("cache")
+    except Exception:
+        failed.append("cache")
+    if failed:
+        response = JsonResponse({"status": "unavailable", "failed": failed}, status=503)
+        response["Retry-After"] = "5"
+        return response
+    return JsonResponse({"status": "ok"})

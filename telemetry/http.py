@@ -1,0 +1,57 @@
+"""Request helpers every front door shares: bounded body reads, JSON parsing, media types."""
+
+import json
+from typing import Any
+
+from django.http import HttpRequest
+from django.http.request import RawPostDataException
+from django.core.exceptions import RequestDataTooBig
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyUnreadable(Exception):
+    pass
+
+
+def declared_length(request: HttpRequest) -> int | None:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None
+
+
+def read_body(request: HttpRequest, limit: int) -> bytes:
+    """The body, at most `limit` bytes, whether declared by Content-Length or streamed chunked."""
+    length = declared_length(request)
+    if length is not None and length > limit:
+        raise BodyTooLarge
+    try:
+        if length is None and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+            stream = request.META.get("wsgi.input")
+            body = stream.read(limit + 1) if stream is not None else b""
+        else:
+            body = request.body
+    except RequestDataTooBig:
+        raise BodyTooLarge from None
+    except (OSError, RawPostDataException) as exc:
+        raise BodyUnreadable from exc
+    if len(body) > limit:
+        raise BodyTooLarge
+    return body
+
+
+def parse_json(body: bytes) -> Any:
+    """json.loads that rejects NaN/Infinity and bad UTF-8 with ValueError."""
+    text = body.decode("utf-8")  # UnicodeDecodeError is a ValueError
+
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=no_constants)
+
+
+def media_type(request: HttpRequest) -> str:
+    return request.META.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()

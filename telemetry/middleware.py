@@ -1,0 +1,71 @@
+"""Middleware: host-based routing of front doors, and the rule that nothing answers 500."""
+
+import logging
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from telemetry.ingest.auth import project_for_host
+
+log = logging.getLogger(__name__)
+
+
+class NeverServerErrorMiddleware:
+    """Turn any unhandled exception into a logged JSON 503 with Retry-After; mark no-store.
+
+    The log names the view and the exception type only: no body, no header, no client address.
+    """
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if "Cache-Control" not in response:
+            response["Cache-Control"] = "no-store"
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if settings.DEBUG and not isinstance(exception, DatabaseError):
+            return None
+        service = "database" if isinstance(exception, DatabaseError) else "server"
+        log.error(
+            "unhandled %s on %s %s", type(exception).__name__, request.method, request.path_info
+        )
+        return service_unavailable(service)
+
+
+def service_unavailable(service: str) -> JsonResponse:
+    response = JsonResponse(
+        {"error": "service_unavailable", "detail": f"{service} unavailable, retry later"},
+        status=503,
+    )
+    response["Retry-After"] = str(settings.TELEMETRY_RETRY_AFTER_SECONDS)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class HostRoutingMiddleware:
+    """A request whose Host is one of a project's hostnames is served by that project's front
+    door at the root path, exactly as the original worker was: `/x` becomes `/p/<slug>/x`."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        host = _host_without_port(request.META.get("HTTP_HOST", ""))
+        if host and not request.path_info.startswith("/p/"):
+            try:
+                project = project_for_host(host)
+            except DatabaseError:
+                return service_unavailable("database")
+            if project is not None:
+                request.path_info = f"/p/{project.slug}{request.path_info}"
+        return self.get_response(request)
+
+
+def _host_without_port(host: str) -> str:
+    if host.startswith("["):  # [::1]:8000
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0]

@@ -1,0 +1,241 @@
+"""The platform's data: projects and their keys, events, installs, rollups, salts, task runs.
+
+Rollups (Install, DailyActivity, DailyCount) are written only by telemetry.ingest.pipeline, in the
+same transaction as the events they count; DailySummary and CohortSummary outlive the purge.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Contract(models.TextChoices):
+    NATIVE = "native", "Native API"
+    VOICEMODE = "voicemode", "VoiceMode"
+    DOMSCRIBE = "domscribe", "Domscribe"
+    BAOFENG = "baofeng", "Baofeng flasher"
+    PRYX = "pryx", "Pryx"
+    AXIOM = "axiom", "Axiom-style ingest"
+
+
+def default_retention_days() -> int:
+    return settings.TELEMETRY_DEFAULT_RETENTION_DAYS
+
+
+class Project(models.Model):
+    """One maintainer's product and everything that decides how its events are accepted."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    contract = models.CharField(max_length=16, choices=Contract.choices, default=Contract.NATIVE)
+    hostnames = models.JSONField(
+        default=list, blank=True, help_text="Hosts routed to this project at the root path."
+    )
+    operator_token_hash = models.CharField(max_length=64, blank=True, editable=False)
+    retention_days = models.PositiveIntegerField(default=default_retention_days)
+    install_rate = models.CharField(
+        max_length=16, default="10/h", help_text="Events per install id, e.g. 10/h, 600/d."
+    )
+    ip_rate = models.CharField(
+        max_length=16, default="100/h", help_text="Events per client IP, e.g. 100/h."
+    )
+    allowed_origins = models.JSONField(default=list, blank=True)
+    property_schema = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='{"key": {"type": "string|number|integer|boolean|object|array", '
+        '"max_length": 100, "enum": [...]}}',
+    )
+    strict = models.BooleanField(default=False, help_text="Reject properties not in the schema.")
+    redact_pii = models.BooleanField(default=False)
+    public_page = models.BooleanField(default=False)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="telemetry_projects"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.slug})"
+
+
+class IngestKey(models.Model):
+    """A write-only key for one project; only its SHA-256 is stored."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="ingest_keys")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=12, editable=False, help_text="First characters, to tell keys apart.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.project.slug})"
+
+
+class Event(models.Model):
+    """One accepted event. Contract-specific fields live in `properties` under the client's names."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    event_id = models.CharField(max_length=64, null=True, blank=True)
+    install_id = models.CharField(max_length=64, blank=True)
+    name = models.CharField(max_length=64)
+    timestamp = models.DateTimeField()
+    received_at = models.DateTimeField()
+    session_id = models.CharField(max_length=64, blank=True)
+    app_version = models.CharField(max_length=64, blank=True)
+    os = models.CharField(max_length=64, blank=True)
+    properties = models.JSONField(default=dict, blank=True)
+    ip_hash = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "event_id"],
+                condition=Q(event_id__isnull=False),
+                name="event_unique_event_id_per_project",
+            )
+        ]
+        indexes = [
+            # Purge deletes by (project, received_at) in batches; the explorer pages by it too.
+            models.Index(fields=["project", "received_at"], name="event_project_received"),
+            models.Index(fields=["project", "name", "timestamp"], name="event_project_name_ts"),
+            models.Index(fields=["project", "install_id", "timestamp"], name="event_project_install_ts"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} from {self.install_id or '-'} at {self.timestamp:%Y-%m-%d %H:%M:%S}"
+
+
+class Install(models.Model):
+    """First and last sight of one pseudonymous install id, kept in step with ingest."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    install_id = models.CharField(max_length=64)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    first_version = models.CharField(max_length=64, blank=True)
+    last_version = models.CharField(max_length=64, blank=True)
+    os = models.CharField(max_length=64, blank=True)
+    event_count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "install_id"], name="install_unique_per_project")
+        ]
+        indexes = [
+            models.Index(fields=["project", "first_seen"], name="install_project_first_seen"),
+            models.Index(fields=["project", "last_seen"], name="install_project_last_seen"),
+        ]
+
+    def __str__(self) -> str:
+        return self.install_id
+
+
+class DailyActivity(models.Model):
+    """One row per (project, install, UTC day) with at least one event: the source of DAU/WAU/MAU."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    install_id = models.CharField(max_length=64)
+    day = models.DateField()
+    events = models.PositiveIntegerField(default=0)
+    app_version = models.CharField(max_length=64, blank=True)
+    os = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        verbose_name_plural = "daily activity"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "install_id", "day"], name="activity_unique_install_day"
+            )
+        ]
+        indexes = [models.Index(fields=["project", "day"], name="activity_project_day")]
+
+    def __str__(self) -> str:
+        return f"{self.install_id} on {self.day}"
+
+
+class DailyCount(models.Model):
+    """Events per (project, UTC day, event name)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    name = models.CharField(max_length=64)
+    events = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "day", "name"], name="count_unique_day_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} on {self.day}: {self.events}"
+
+
+class DailySummary(models.Model):
+    """Anonymous per-day totals snapshotted before the purge, so old charts keep their totals."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    active_installs = models.PositiveIntegerField(default=0)
+    new_installs = models.PositiveIntegerField(default=0)
+    events = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "daily summaries"
+        constraints = [
+            models.UniqueConstraint(fields=["project", "day"], name="summary_unique_project_day")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug} {self.day}"
+
+
+class CohortSummary(models.Model):
+    """Anonymous weekly cohort sizes and retained counts, kept past the raw-data purge."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    week_start = models.DateField()
+    size = models.PositiveIntegerField(default=0)
+    retained = models.JSONField(default=list)
+
+    class Meta:
+        verbose_name_plural = "cohort summaries"
+        constraints = [
+            models.UniqueConstraint(fields=["project", "week_start"], name="cohort_unique_project_week")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug} week of {self.week_start}"
+
+
+class IpSalt(models.Model):
+    """The secret mixed into IP hashes for one UTC day; destroyed after 48 hours."""
+
+    day = models.DateField(unique=True)
+    salt = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"salt for {self.day}"
+
+
+class TaskRun(models.Model):
+    """One run of a scheduled job: what it did, how long it took, what went wrong."""
+
+    task = models.CharField(max_length=64)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    rows = models.BigIntegerField(default=0)
+    duration_ms = models.PositiveIntegerField(default=0)
+    ok = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["task", "started_at"], name="taskrun_task_started")]
+
+    def __str__(self) -> str:
+        return f"{self.task} at {self.started_at:%Y-%m-%d %H:%M:%S}"
