@@ -19,7 +19,9 @@ DATA_DIR = Path(env("DATA_DIR", default=str(BASE_DIR / "data")))
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 if DEBUG:
-    SECRET_KEY = env("SECRET_KEY", default="dev-only-insecure-secret-key-change-me-0123456789abcdef")
+    SECRET_KEY = env(
+        "SECRET_KEY", default="dev-only-insecure-secret-key-change-me-0123456789abcdef"
+    )
 else:
     SECRET_KEY = env("SECRET_KEY")
 
@@ -135,6 +137,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -39,7 +39,15 @@ class IngestKeyInline(admin.TabularInline):
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "contract", "retention_days", "install_rate", "ip_rate", "created_at"]
+    list_display = [
+        "slug",
+        "name",
+        "contract",
+        "retention_days",
+        "install_rate",
+        "ip_rate",
+        "created_at",
+    ]
     list_filter = ["contract", "strict", "redact_pii", "public_page"]
     search_fields = ["slug", "name"]
     filter_horizontal = ["members"]
@@ -49,7 +57,15 @@ class ProjectAdmin(admin.ModelAdmin):
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
-    list_display = ["name", "install_id", "project", "timestamp", "received_at", "app_version", "os"]
+    list_display = [
+        "name",
+        "install_id",
+        "project",
+        "timestamp",
+        "received_at",
+        "app_version",
+        "os",
+    ]
     list_filter = ["project", "name"]
     search_fields = ["install_id", "event_id", "name", "session_id"]
     date_hierarchy = "received_at"
@@ -59,7 +75,15 @@ class EventAdmin(ReadOnlyAdmin):
 
 @admin.register(Install)
 class InstallAdmin(ReadOnlyAdmin):
-    list_display = ["install_id", "project", "first_seen", "last_seen", "last_version", "os", "event_count"]
+    list_display = [
+        "install_id",
+        "project",
+        "first_seen",
+        "last_seen",
+        "last_version",
+        "os",
+        "event_count",
+    ]
     list_filter = ["project", "os"]
     search_fields = ["install_id"]
     list_select_related = ["project"]

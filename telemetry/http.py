@@ -3,9 +3,9 @@
 import json
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 from django.http.request import RawPostDataException
-from django.core.exceptions import RequestDataTooBig
 
 
 class BodyTooLarge(Exception):

@@ -66,7 +66,9 @@ class IngestKey(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="ingest_keys")
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
-    prefix = models.CharField(max_length=12, editable=False, help_text="First characters, to tell keys apart.")
+    prefix = models.CharField(
+        max_length=12, editable=False, help_text="First characters, to tell keys apart."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
@@ -75,7 +77,7 @@ class IngestKey(models.Model):
 
 
 class Event(models.Model):
-    """One accepted event. Contract-specific fields live in `properties` under the client's names."""
+    """One accepted event; contract-specific fields live in `properties`, named as sent."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     event_id = models.CharField(max_length=64, null=True, blank=True)
@@ -101,7 +103,9 @@ class Event(models.Model):
             # Purge deletes by (project, received_at) in batches; the explorer pages by it too.
             models.Index(fields=["project", "received_at"], name="event_project_received"),
             models.Index(fields=["project", "name", "timestamp"], name="event_project_name_ts"),
-            models.Index(fields=["project", "install_id", "timestamp"], name="event_project_install_ts"),
+            models.Index(
+                fields=["project", "install_id", "timestamp"], name="event_project_install_ts"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -122,7 +126,9 @@ class Install(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["project", "install_id"], name="install_unique_per_project")
+            models.UniqueConstraint(
+                fields=["project", "install_id"], name="install_unique_per_project"
+            )
         ]
         indexes = [
             models.Index(fields=["project", "first_seen"], name="install_project_first_seen"),
@@ -134,7 +140,7 @@ class Install(models.Model):
 
 
 class DailyActivity(models.Model):
-    """One row per (project, install, UTC day) with at least one event: the source of DAU/WAU/MAU."""
+    """One row per (project, install, UTC day) with an event: the source of DAU/WAU/MAU."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     install_id = models.CharField(max_length=64)
@@ -203,7 +209,9 @@ class CohortSummary(models.Model):
     class Meta:
         verbose_name_plural = "cohort summaries"
         constraints = [
-            models.UniqueConstraint(fields=["project", "week_start"], name="cohort_unique_project_week")
+            models.UniqueConstraint(
+                fields=["project", "week_start"], name="cohort_unique_project_week"
+            )
         ]
 
     def __str__(self) -> str:

@@ -1,7 +1,7 @@
 """DRF views of the native API; each parses, calls one function, and answers."""
 
-from django.db import DatabaseError, connection
 from django.core.cache import cache
+from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
@@ -26,7 +26,9 @@ class NativeEventSerializer(serializers.Serializer):
     properties = serializers.DictField(required=False, help_text="≤ 50 keys, nesting ≤ 3")
 
 
-_error = inline_serializer("Error", {"error": serializers.CharField(), "detail": serializers.CharField()})
+_error = inline_serializer(
+    "Error", {"error": serializers.CharField(), "detail": serializers.CharField()}
+)
 _accepted = inline_serializer(
     "IngestResult",
     {

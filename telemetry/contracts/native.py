@@ -28,11 +28,16 @@ def error(status: int, code: str, detail: str, **extra) -> JsonResponse:
 def authenticate(request: HttpRequest, project: Project | None) -> Project | JsonResponse:
     key = auth.request_key(request)
     if key is None:
-        return error(401, "missing_key", "send the ingest key as 'Authorization: Bearer <key>'"
-                     " or 'X-Telemetry-Key: <key>'")
+        return error(
+            401,
+            "missing_key",
+            "send the ingest key as 'Authorization: Bearer <key>' or 'X-Telemetry-Key: <key>'",
+        )
     owner = auth.project_for_key(key)
     if owner is None or (project is not None and owner.pk != project.pk):
-        return error(403, "invalid_key", "the ingest key is unknown, revoked or for another project")
+        return error(
+            403, "invalid_key", "the ingest key is unknown, revoked or for another project"
+        )
     return owner
 
 
@@ -71,7 +76,7 @@ def handle_events(request: HttpRequest, project: Project | None = None) -> JsonR
 def _batch(request: HttpRequest, project: Project, payload: dict, now) -> JsonResponse:
     items = payload["events"]
     if set(payload) != {"events"}:
-        return error(400, "invalid_batch", "a batch is {\"events\": [...]} and nothing else")
+        return error(400, "invalid_batch", 'a batch is {"events": [...]} and nothing else')
     if not isinstance(items, list) or not items:
         return error(400, "invalid_batch", "'events' must be a non-empty array")
     if len(items) > MAX_BATCH:
@@ -92,8 +97,12 @@ def _batch(request: HttpRequest, project: Project, payload: dict, now) -> JsonRe
     rejected.sort(key=lambda r: r["index"])
     limited = sum(1 for o in result.outcomes if o.status == pipeline.LIMITED)
     if limited and limited == len(items):
-        return error(429, "rate_limited", "every event in the batch was over the rate limit",
-                     retry_after=result.retry_after)
+        return error(
+            429,
+            "rate_limited",
+            "every event in the batch was over the rate limit",
+            retry_after=result.retry_after,
+        )
     response = _accepted(result, rejected)
     if limited:
         response["Retry-After"] = str(result.retry_after)
@@ -102,10 +111,16 @@ def _batch(request: HttpRequest, project: Project, payload: dict, now) -> JsonRe
 
 def _run(request: HttpRequest, project: Project, events, now):
     try:
-        return pipeline.ingest(project=project, events=events, client_ip=client_ip(request), now=now)
+        return pipeline.ingest(
+            project=project, events=events, client_ip=client_ip(request), now=now
+        )
     except pipeline.ServiceUnavailable as exc:
-        return error(503, "service_unavailable", f"{exc.service} unavailable, retry later",
-                     retry_after=exc.retry_after)
+        return error(
+            503,
+            "service_unavailable",
+            f"{exc.service} unavailable, retry later",
+            retry_after=exc.retry_after,
+        )
 
 
 def _limited_detail(outcome: pipeline.Outcome) -> str:

@@ -5,12 +5,16 @@ and `get_usage` read the same counters. We add two things it lacks: incrementing
 charges all its events at once) and, on Redis, every counter of a request in one MULTI round trip.
 """
 
+import contextlib
+import logging
 import time
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import caches
 from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key, _split_rate
+
+log = logging.getLogger(__name__)
 
 
 class LimiterUnavailable(Exception):
@@ -108,10 +112,9 @@ def refund(charges: list[Charge]) -> None:
             pipe.execute()
         else:
             for c in charges:
-                try:
+                # ValueError: the window closed meanwhile, nothing to give back.
+                with contextlib.suppress(ValueError):
                     cache.decr(_key_and_window(c)[0], c.n)
-                except ValueError:  # the window closed meanwhile: nothing to give back
-                    pass
-    except Exception:
+    except Exception as exc:
         # A refund is a courtesy; failing it only makes the limiter stricter this window.
-        pass
+        log.info("rate-limit refund skipped (%s)", type(exc).__name__)

@@ -138,15 +138,24 @@ def _groups(project: Project, ip_hash: str, limit_key: str | None) -> tuple[str,
 
 
 def _charges_for(
-    project: Project, events: list[IncomingEvent], ip_hash: str, limit_key: str | None
+    project: Project,
+    events: list[IncomingEvent],
+    ip_hash: str,
+    limit_key: str | None,
+    *,
+    client: bool = True,
 ) -> list[limits.Charge]:
+    """What `events` cost: one charge per install id, plus the client's unless client=False."""
     install_group, client_group, client_value = _groups(project, ip_hash, limit_key)
     per_install: dict[str, int] = defaultdict(int)
     for e in events:
         if e.install_id:
             per_install[e.install_id] += 1
-    charges = [limits.Charge(install_group, k, project.install_rate, n) for k, n in per_install.items()]
-    charges.append(limits.Charge(client_group, client_value, project.ip_rate, len(events)))
+    charges = [
+        limits.Charge(install_group, k, project.install_rate, n) for k, n in per_install.items()
+    ]
+    if client:
+        charges.append(limits.Charge(client_group, client_value, project.ip_rate, len(events)))
     return charges
 
 
@@ -198,7 +207,8 @@ def _apply_limits(
         outcomes[i] = Outcome(LIMITED, "key" if limit_key else "ip", client_usage.retry_after)
     if refused:
         # Events the client counter refused did not happen: give their install hits back.
-        limits.refund([c for c in _charges_for(project, [events[i] for i in refused], ip_hash, limit_key) if c.group == install_group])
+        refused_events = [events[i] for i in refused]
+        limits.refund(_charges_for(project, refused_events, ip_hash, limit_key, client=False))
     charged = _charges_for(project, [events[i] for i in allowed], ip_hash, limit_key)
     return allowed, charged
 
@@ -229,13 +239,12 @@ def _store(
                 ip_hash,
             )
         )
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            stored_ids = _insert_events(cursor, rows)
-            inserted = [e.event_id is None or e.event_id in stored_ids for e in events]
-            kept = [e for e, ok in zip(events, inserted, strict=True) if ok]
-            if kept:
-                _bump_rollups(cursor, project, kept)
+    with transaction.atomic(), connection.cursor() as cursor:
+        stored_ids = _insert_events(cursor, rows)
+        inserted = [e.event_id is None or e.event_id in stored_ids for e in events]
+        kept = [e for e, ok in zip(events, inserted, strict=True) if ok]
+        if kept:
+            _bump_rollups(cursor, project, kept)
     return inserted
 
 
@@ -316,7 +325,14 @@ def _bump_rollups(cursor, project: Project, events: list[IncomingEvent]) -> None
             continue
         row = installs.get(e.install_id)
         if row is None:
-            installs[e.install_id] = [e.timestamp, e.timestamp, e.app_version, e.app_version, e.os, 1]
+            installs[e.install_id] = [
+                e.timestamp,
+                e.timestamp,
+                e.app_version,
+                e.app_version,
+                e.os,
+                1,
+            ]
         else:
             row[1] = e.timestamp
             row[3] = e.app_version or row[3]
@@ -346,7 +362,14 @@ def _bump_rollups(cursor, project: Project, events: list[IncomingEvent]) -> None
                     os_name,
                     n,
                 )
-                for install_id, (first, last, first_version, last_version, os_name, n) in installs.items()
+                for install_id, (
+                    first,
+                    last,
+                    first_version,
+                    last_version,
+                    os_name,
+                    n,
+                ) in installs.items()
             ],
         )
         _upsert(
@@ -360,5 +383,8 @@ def _bump_rollups(cursor, project: Project, events: list[IncomingEvent]) -> None
     _upsert(
         cursor,
         _COUNT_UPSERT,
-        [(project.pk, ops.adapt_datefield_value(day), name, n) for (day, name), n in counts.items()],
+        [
+            (project.pk, ops.adapt_datefield_value(day), name, n)
+            for (day, name), n in counts.items()
+        ],
     )

@@ -13,10 +13,20 @@ class Command(BaseCommand):
         parser.add_argument("slug")
         parser.add_argument("--contract", default=Contract.NATIVE, choices=Contract.values)
         parser.add_argument("--name")
-        parser.add_argument("--hostname", action="append", dest="hostnames", default=[],
-                            help="Serve this project at the root path for this Host (repeatable).")
-        parser.add_argument("--origin", action="append", dest="origins", default=[],
-                            help="Allowed CORS origin (repeatable).")
+        parser.add_argument(
+            "--hostname",
+            action="append",
+            dest="hostnames",
+            default=[],
+            help="Serve this project at the root path for this Host (repeatable).",
+        )
+        parser.add_argument(
+            "--origin",
+            action="append",
+            dest="origins",
+            default=[],
+            help="Allowed CORS origin (repeatable).",
+        )
         parser.add_argument("--retention-days", type=int)
         parser.add_argument("--install-rate", help="Events per install id, e.g. 10/h.")
         parser.add_argument("--ip-rate", help="Events per client IP, e.g. 100/h.")
@@ -40,16 +50,22 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         p = created.project
         if opts["json"]:
-            self.stdout.write(json.dumps({
-                "slug": p.slug,
-                "contract": p.contract,
-                "ingest_key": created.ingest_key,
-                "operator_token": created.operator_token,
-            }))
+            self.stdout.write(
+                json.dumps(
+                    {
+                        "slug": p.slug,
+                        "contract": p.contract,
+                        "ingest_key": created.ingest_key,
+                        "operator_token": created.operator_token,
+                    }
+                )
+            )
             return
-        self.stdout.write(f"Created project {p.slug} ({p.get_contract_display()}), "
-                          f"retention {p.retention_days} days, limits {p.install_rate} per install,"
-                          f" {p.ip_rate} per IP.")
+        self.stdout.write(
+            f"Created project {p.slug} ({p.get_contract_display()}), "
+            f"retention {p.retention_days} days, limits {p.install_rate} per install,"
+            f" {p.ip_rate} per IP."
+        )
         self.stdout.write(f"Ingest key:     {created.ingest_key}")
         self.stdout.write(f"Operator token: {created.operator_token}")
         self.stdout.write("Store both now: only their hashes are kept.")

@@ -1,0 +1,176 @@
+"""Rate limits per install id and per client IP: exact, refund-aware, honest Retry-After."""
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.db import connections
+from django.test import Client, override_settings
+
+from telemetry.models import Event
+from tests.factories import make_project, native_event
+
+URL = "/api/v1/events"
+
+
+def post(client, event, key, ip="203.0.113.7"):
+    return client.post(
+        URL,
+        data=json.dumps(event),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+        REMOTE_ADDR=ip,
+    )
+
+
+def burst(n, send):
+    """Run `send(i)` from n threads at once; every thread closes its own DB connection."""
+
+    def one(i):
+        try:
+            return send(i)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fifty_concurrent_events_for_one_install_accept_exactly_ten():
+    p = make_project(install_rate="10/h", ip_rate="1000/h")
+    statuses = burst(
+        50,
+        lambda i: post(
+            Client(), native_event(install_id="inst_burst001"), p.ingest_key
+        ).status_code,
+    )
+    assert statuses.count(202) == 10
+    assert statuses.count(429) == 40
+    assert Event.objects.count() == 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fifty_concurrent_events_from_one_ip_accept_exactly_the_ip_limit():
+    p = make_project(install_rate="100/h", ip_rate="10/h")
+    statuses = burst(50, lambda i: post(Client(), native_event(), p.ingest_key).status_code)
+    assert statuses.count(202) == 10
+    assert Event.objects.count() == 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_copies_of_one_event_are_stored_once():
+    p = make_project()
+    event = native_event()
+    bodies = burst(20, lambda i: post(Client(), event, p.ingest_key).json())
+    assert sum(b["accepted"] for b in bodies) == 1
+    assert sum(b["duplicates"] for b in bodies) == 19
+    assert Event.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_duplicate_event_uses_no_quota(client):
+    p = make_project(install_rate="2/h")
+    first = native_event(install_id="inst_dupe0001")
+    assert post(client, first, p.ingest_key).status_code == 202
+    for _ in range(5):
+        assert post(client, first, p.ingest_key).json()["duplicates"] == 1
+    second = native_event(install_id="inst_dupe0001")
+    assert post(client, second, p.ingest_key).status_code == 202
+    third = native_event(install_id="inst_dupe0001")
+    assert post(client, third, p.ingest_key).status_code == 429
+
+
+@pytest.mark.django_db
+def test_429_carries_the_real_seconds_to_the_window_end(client):
+    p = make_project(install_rate="1/h")
+    post(client, native_event(install_id="inst_retry001"), p.ingest_key)
+    r = post(client, native_event(install_id="inst_retry001"), p.ingest_key)
+    assert r.status_code == 429
+    retry = int(r["Retry-After"])
+    assert 1 <= retry <= 3600
+    assert r.json()["retry_after"] == retry
+    assert r.json()["error"] == "rate_limited"
+    assert "install id" in r.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_an_event_refused_by_the_ip_limit_gives_its_install_hit_back(client):
+    p = make_project(install_rate="2/h", ip_rate="1/h")
+    install = "inst_refund01"
+    assert (
+        post(client, native_event(install_id=install), p.ingest_key, ip="198.51.100.1").status_code
+        == 202
+    )
+    r = post(client, native_event(install_id=install), p.ingest_key, ip="198.51.100.1")
+    assert r.status_code == 429 and "client IP" in r.json()["detail"]
+    # The refused event did not count: the install still has one of its two left.
+    assert (
+        post(client, native_event(install_id=install), p.ingest_key, ip="198.51.100.2").status_code
+        == 202
+    )
+    assert Event.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_batch_is_charged_per_event_and_reports_the_overflow(client):
+    p = make_project(install_rate="3/h")
+    events = [native_event(install_id="inst_batch001") for _ in range(5)]
+    r = client.post(
+        URL,
+        data=json.dumps({"events": events}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {p.ingest_key}",
+    )
+    assert r.status_code == 202
+    body = r.json()
+    assert body["accepted"] == 3
+    assert [x["index"] for x in body["rejected"]] == [3, 4]
+    assert int(r["Retry-After"]) >= 1
+    assert Event.objects.count() == 3
+
+
+@pytest.mark.django_db
+def test_projects_have_separate_counters(client):
+    a = make_project(install_rate="1/h")
+    b = make_project(install_rate="1/h")
+    event = dict(install_id="inst_shared01")
+    assert post(client, native_event(**event), a.ingest_key).status_code == 202
+    assert post(client, native_event(**event), b.ingest_key).status_code == 202
+
+
+@pytest.mark.django_db
+@override_settings(
+    CACHES={
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+        }
+    }
+)
+def test_an_unreachable_cache_gives_503_and_stores_nothing(client):
+    p = make_project()
+    r = post(client, native_event(), p.ingest_key)
+    assert r.status_code == 503
+    assert r.json()["error"] == "service_unavailable"
+    assert int(r["Retry-After"]) > 0
+    assert Event.objects.count() == 0
+
+
+@pytest.mark.django_db
+@override_settings(
+    RATELIMIT_FAIL_OPEN=True,
+    CACHES={
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+        }
+    },
+)
+def test_fail_open_accepts_when_the_cache_is_unreachable(client):
+    p = make_project()
+    r = post(client, native_event(), p.ingest_key)
+    assert r.status_code == 202
+    assert Event.objects.count() == 1

@@ -1,0 +1,100 @@
+"""Client IPs behind proxies, salted hashes, and no raw IP anywhere we write."""
+
+import json
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.test import RequestFactory, override_settings
+
+from telemetry.ingest.privacy import client_ip, redact
+from telemetry.models import Event, IpSalt
+from tests.factories import make_project, native_event
+
+
+def ip_of(remote, xff=None):
+    meta = {"REMOTE_ADDR": remote}
+    if xff is not None:
+        meta["HTTP_X_FORWARDED_FOR"] = xff
+    return client_ip(RequestFactory().get("/", **meta))
+
+
+def test_without_trusted_proxies_forwarded_headers_are_ignored():
+    assert ip_of("198.51.100.9", "1.2.3.4") == "198.51.100.9"
+
+
+@override_settings(TRUSTED_PROXIES=["10.0.0.0/8"])
+def test_a_trusted_proxy_hands_over_the_rightmost_untrusted_hop():
+    assert ip_of("10.0.0.5", "1.2.3.4, 203.0.113.8, 10.0.0.9") == "203.0.113.8"
+
+
+@override_settings(TRUSTED_PROXIES=["10.0.0.0/8"])
+def test_an_untrusted_peer_cannot_spoof_its_address():
+    assert ip_of("198.51.100.9", "1.2.3.4") == "198.51.100.9"
+
+
+@override_settings(TRUSTED_PROXIES=["10.0.0.0/8", "::1/128"])
+def test_ipv6_and_garbage_hops():
+    assert ip_of("::1", "2001:db8::1") == "2001:db8::1"
+    assert ip_of("10.0.0.5", "nonsense") == "10.0.0.5"
+
+
+def test_redaction_replaces_pii_in_strings():
+    value = {
+        "msg": "mail bob@example.com key sk_live_abcdefgh12345 card 4111 1111 1111 1111",
+        "nested": ["call +1 415 555 0100"],
+        "n": 5,
+    }
+    out = redact(value)
+    assert "bob@example.com" not in json.dumps(out)
+    assert "sk_live" not in json.dumps(out)
+    assert "4111" not in json.dumps(out)
+    assert "555" not in json.dumps(out)
+    assert out["n"] == 5
+
+
+@pytest.mark.django_db
+@override_settings(TRUSTED_PROXIES=["127.0.0.0/8"])
+def test_no_raw_ip_reaches_the_database_or_the_cache(client, caplog):
+    p = make_project()
+    ips = [f"203.0.113.{i}" for i in range(1, 40)] + ["2001:db8::beef"]
+    for ip in ips:
+        client.post(
+            "/api/v1/events",
+            data=json.dumps(native_event()),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {p.ingest_key}",
+            REMOTE_ADDR="127.0.0.1",
+            HTTP_X_FORWARDED_FOR=ip,
+        )
+    assert Event.objects.count() == len(ips)
+    hashes = set(Event.objects.values_list("ip_hash", flat=True))
+    assert len(hashes) == len(ips)
+    dump = _dump_database()
+    for ip in ips:
+        assert ip not in dump
+    assert p.ingest_key not in dump
+    keys = _cache_dump()
+    for ip in ips:
+        assert ip not in keys
+    for ip in ips:
+        assert ip not in caplog.text
+    assert IpSalt.objects.count() == 1
+
+
+def _dump_database() -> str:
+    out = []
+    with connection.cursor() as cursor:
+        for table in connection.introspection.table_names(cursor):
+            cursor.execute(f'SELECT * FROM "{table}"')
+            out.extend(repr(row) for row in cursor.fetchall())
+    return "\n".join(out)
+
+
+def _cache_dump() -> str:
+    if hasattr(cache, "delete_pattern"):
+        client = cache.client.get_client()
+        keys = client.keys("*")
+        return repr(keys) + repr([client.get(k) for k in keys if client.type(k) == b"string"])
+    shards = cache._cache._shards  # diskcache's FanoutCache: one SQLite file per shard
+    return repr([(k, shard.get(k)) for shard in shards for k in shard.iterkeys()])
