@@ -224,7 +224,11 @@ LOGGING = {
     # django.request would log the full request line; our middleware logs failures itself.
     "loggers": {
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
-        "telemetry": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+        "telemetry": {
+            "handlers": ["console"],
+            "level": env("LOG_LEVEL", default="INFO"),
+            "propagate": False,
+        },
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
 }

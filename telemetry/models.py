@@ -218,6 +218,27 @@ class CohortSummary(models.Model):
         return f"{self.project.slug} week of {self.week_start}"
 
 
+class Batch(models.Model):
+    """A batch posted to a front door that promises a batch id and a final status (Pryx)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    batch_id = models.CharField(max_length=64)
+    event_count = models.PositiveIntegerField(default=0)
+    accepted = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, default="completed")
+    received_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "batches"
+        constraints = [
+            models.UniqueConstraint(fields=["project", "batch_id"], name="batch_unique_per_project")
+        ]
+        indexes = [models.Index(fields=["project", "received_at"], name="batch_project_received")]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id} ({self.status})"
+
+
 class IpSalt(models.Model):
     """The secret mixed into IP hashes for one UTC day; destroyed after 48 hours."""
 

@@ -7,6 +7,11 @@ from django.conf import settings
 
 
 def pytest_configure(config) -> None:
+    # Tests do not run collectstatic, so there is no manifest to look names up in.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
     # The embedded cache gets a folder of its own so tests never share counters with `make run`.
     if settings.CACHES["default"]["BACKEND"] == "diskcache.DjangoCache":
         location = settings.DATA_DIR / "test-cache"

@@ -8,7 +8,8 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from telemetry.contracts import FRONT_DOORS, native
+from telemetry.contracts import front_door as door_for
+from telemetry.contracts import native
 from telemetry.ingest.auth import project_by_slug
 from telemetry.models import Project
 
@@ -91,7 +92,7 @@ def front_door(request: HttpRequest, slug: str, path: str = ""):
     project = project_by_slug(slug)
     if project is None:
         return JsonResponse({"error": "not_found", "detail": f"no project {slug!r}"}, status=404)
-    return FRONT_DOORS[project.contract](request, project, path)
+    return door_for(project.contract)(request, project, path)
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -1,27 +1,27 @@
 """Front doors: one module per wire format, each mapping its requests onto the ingest pipeline.
 
-`FRONT_DOORS` maps a project's contract to the function serving `/p/<slug>/<path>` for it.
+Each contract module exposes `serve(request, project, path) -> HttpResponse` for the requests under
+`/p/<slug>/<path>` (and `/<path>` on the project's own hostnames); `front_door` picks the module.
 """
 
 from collections.abc import Callable
+from importlib import import_module
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 
 from telemetry.models import Contract, Project
 
 FrontDoor = Callable[[HttpRequest, Project, str], HttpResponse]
 
-
-def _native(request: HttpRequest, project: Project, path: str) -> HttpResponse:
-    from telemetry.api.views import events_view
-
-    if path == "api/v1/events":
-        return events_view(request, project=project)
-    return JsonResponse({"error": "not_found", "detail": f"no route /{path}"}, status=404)
-
-
-FRONT_DOORS: dict[str, FrontDoor] = {Contract.NATIVE: _native}
+MODULES = {
+    Contract.NATIVE: "telemetry.contracts.native",
+    Contract.VOICEMODE: "telemetry.contracts.voicemode",
+    Contract.DOMSCRIBE: "telemetry.contracts.domscribe",
+    Contract.BAOFENG: "telemetry.contracts.baofeng",
+    Contract.PRYX: "telemetry.contracts.pryx",
+    Contract.AXIOM: "telemetry.contracts.axiom",
+}
 
 
-def register(contract: str, door: FrontDoor) -> None:
-    FRONT_DOORS[contract] = door
+def front_door(contract: str) -> FrontDoor:
+    return import_module(MODULES[contract]).serve

@@ -4,7 +4,7 @@ Parses and authenticates the request, validates each event (schema.event_from_na
 pipeline and formats 202 {"accepted", "duplicates", "rejected"}; every error is {"error","detail"}.
 """
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 
 from telemetry.http import BodyTooLarge, BodyUnreadable, media_type, parse_json, read_body
@@ -126,6 +126,15 @@ def _run(request: HttpRequest, project: Project, events, now):
 def _limited_detail(outcome: pipeline.Outcome) -> str:
     who = {"install": "install id", "ip": "client IP", "key": "ingest key"}[outcome.limited_by]
     return f"rate limit exceeded for this {who}; retry after {outcome.retry_after} s"
+
+
+def serve(request: HttpRequest, project: Project, path: str) -> HttpResponse:
+    """`/p/<slug>/api/v1/events`: the same DRF view, with the project fixed by the URL."""
+    from telemetry.api.views import events_view
+
+    if path == "api/v1/events":
+        return events_view(request, project=project)
+    return error(404, "not_found", f"no route /{path}")
 
 
 def _accepted(result: pipeline.IngestResult, rejected: list) -> JsonResponse:
