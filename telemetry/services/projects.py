@@ -12,6 +12,8 @@ from telemetry.models import Contract, IngestKey, Project
 
 # Pryx-style projects promise 7-day retention (CONTRACTS A3); VoiceMode's worker kept 90.
 CONTRACT_RETENTION = {Contract.PRYX: 7}
+# The VoiceMode worker's own limits (per telemetry_id, per IP), whatever the model default becomes.
+CONTRACT_RATES = {Contract.VOICEMODE: ("10/h", "100/h")}
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
@@ -45,6 +47,9 @@ def create_project(
             parse_rate(rate)
     if retention_days is None:
         retention_days = CONTRACT_RETENTION.get(contract)
+    default_install_rate, default_ip_rate = CONTRACT_RATES.get(contract, (None, None))
+    install_rate = install_rate or default_install_rate
+    ip_rate = ip_rate or default_ip_rate
     fields = {
         "install_rate": install_rate,
         "ip_rate": ip_rate,
