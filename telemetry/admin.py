@@ -88,6 +88,31 @@ class InstallAdmin(ReadOnlyAdmin):
     search_fields = ["install_id"]
     list_select_related = ["project"]
     show_full_result_count = False
+    actions = ["delete_with_data"]
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        # The stock bulk delete would leave the install's events and activity behind.
+        actions.pop("delete_selected", None)
+        return actions
+
+    @admin.action(
+        description="Delete selected installs with all their events and activity",
+        permissions=["delete"],
+    )
+    def delete_with_data(self, request, queryset):
+        from telemetry.services.deletion import delete_install
+
+        totals = {"installs": 0, "events": 0, "daily_activity": 0}
+        for install in queryset.select_related("project"):
+            deleted = delete_install(project=install.project, install_id=install.install_id)
+            for k in totals:
+                totals[k] += deleted.counts.get(k, 0)
+        self.message_user(
+            request,
+            f"Deleted {totals['installs']} installs, {totals['events']} events and"
+            f" {totals['daily_activity']} activity rows.",
+        )
 
 
 @admin.register(DailyActivity)
@@ -126,5 +151,6 @@ class IpSaltAdmin(ReadOnlyAdmin):
 
 @admin.register(TaskRun)
 class TaskRunAdmin(ReadOnlyAdmin):
-    list_display = ["task", "started_at", "ok", "rows", "duration_ms", "error"]
+    list_display = ["task", "started_at", "finished_at", "ok", "rows", "duration_ms", "error"]
     list_filter = ["task", "ok"]
+    date_hierarchy = "started_at"

@@ -34,3 +34,30 @@ def native_event(**overrides) -> dict:
     }
     event.update(overrides)
     return {k: v for k, v in event.items() if v is not None}
+
+
+def ingest_at(project, when: dt.datetime, install_id: str, *, name: str = "app.start", n: int = 1):
+    """Store n events of one install through the real pipeline, sent and received at `when`."""
+    from telemetry.ingest.pipeline import ingest
+    from telemetry.ingest.schema import IncomingEvent
+
+    events = [
+        IncomingEvent(install_id=install_id, name=name, timestamp=when, app_version="1.0")
+        for _ in range(n)
+    ]
+    return ingest(project=project, events=events, client_ip="192.0.2.10", now=when)
+
+
+def shared_database_url() -> str:
+    """A DATABASE_URL naming the database this test runs on, for a subprocess to share it."""
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    auth = quote(s["USER"] or "")
+    if s.get("PASSWORD"):
+        auth += ":" + quote(s["PASSWORD"])
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"

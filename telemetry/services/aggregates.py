@@ -1,0 +1,144 @@
+"""Anonymous aggregates that outlive the raw data: DailySummary and CohortSummary.
+
+`refresh_aggregates` rewrites them for closed days and weeks whose rollups are still complete;
+`snapshot_expiring` writes the missing ones for days the purge is about to delete, never
+overwriting, so a purge killed half-way and run again cannot recount from half-deleted rollups.
+"""
+
+import datetime as dt
+
+from django.db import transaction
+from django.db.models import Count, DateField, Min, Sum
+from django.db.models.functions import TruncDate
+
+from telemetry.models import (
+    CohortSummary,
+    DailyActivity,
+    DailyCount,
+    DailySummary,
+    Install,
+    Project,
+)
+from telemetry.services.stats import cohorts, day_start, week_start
+
+
+def cutoff_day(*, project: Project, now: dt.datetime) -> dt.date:
+    """The first UTC day kept: everything dated before it is past retention."""
+    return now.astimezone(dt.UTC).date() - dt.timedelta(days=project.retention_days)
+
+
+def daily_summaries(*, project: Project, start: dt.date, end: dt.date) -> list[DailySummary]:
+    """Summaries for days in [start, end) that have any activity, new install or event."""
+    active = dict(
+        DailyActivity.objects.filter(project=project, day__gte=start, day__lt=end)
+        .values("day")
+        .annotate(n=Count("id"))
+        .values_list("day", "n")
+    )
+    new = dict(
+        Install.objects.filter(
+            project=project, first_seen__gte=day_start(start), first_seen__lt=day_start(end)
+        )
+        .annotate(day=TruncDate("first_seen", output_field=DateField()))
+        .values("day")
+        .annotate(n=Count("id"))
+        .values_list("day", "n")
+    )
+    events = dict(
+        DailyCount.objects.filter(project=project, day__gte=start, day__lt=end)
+        .values("day")
+        .annotate(n=Sum("events"))
+        .values_list("day", "n")
+    )
+    return [
+        DailySummary(
+            project=project,
+            day=day,
+            active_installs=active.get(day, 0),
+            new_installs=new.get(day, 0),
+            events=events.get(day, 0) or 0,
+        )
+        for day in sorted(set(active) | set(new) | set(events))
+    ]
+
+
+def _cohort_rows(project: Project, first_week: dt.date, last_week: dt.date, now: dt.datetime):
+    return [
+        CohortSummary(project=project, week_start=c.week_start, size=c.size, retained=c.retained)
+        for c in cohorts(project=project, first_week=first_week, last_week=last_week, now=now)
+    ]
+
+
+def refresh_project(*, project: Project, now: dt.datetime) -> int:
+    """Rewrite summaries of closed days and cohorts of weeks still wholly inside retention."""
+    today = now.astimezone(dt.UTC).date()
+    keep_from = cutoff_day(project=project, now=now)
+    days = daily_summaries(project=project, start=keep_from, end=today)
+    first_week = week_start(keep_from)
+    if first_week < keep_from:
+        first_week += dt.timedelta(days=7)  # a week straddling the cutoff is the purge's
+    weeks = _cohort_rows(project, first_week, week_start(today), now)
+    with transaction.atomic():
+        DailySummary.objects.bulk_create(
+            days,
+            update_conflicts=True,
+            unique_fields=["project", "day"],
+            update_fields=["active_installs", "new_installs", "events"],
+        )
+        CohortSummary.objects.bulk_create(
+            weeks,
+            update_conflicts=True,
+            unique_fields=["project", "week_start"],
+            update_fields=["size", "retained"],
+        )
+    return len(days) + len(weeks)
+
+
+def refresh_aggregates(*, now: dt.datetime) -> dict[str, int]:
+    """Refresh every project; rows written per project slug."""
+    return {p.slug: refresh_project(project=p, now=now) for p in Project.objects.all()}
+
+
+def snapshot_expiring(*, project: Project, now: dt.datetime) -> int:
+    """Insert the missing summaries for days and cohort weeks the purge will cut into.
+
+    One transaction, before any delete: either every expiring day is summarised or none is.
+    """
+    keep_from = cutoff_day(project=project, now=now)
+    oldest = [
+        DailyActivity.objects.filter(project=project, day__lt=keep_from).aggregate(d=Min("day"))[
+            "d"
+        ],
+        Install.objects.filter(project=project, first_seen__lt=day_start(keep_from)).aggregate(
+            d=Min("first_seen")
+        )["d"],
+    ]
+    oldest = [d.date() if isinstance(d, dt.datetime) else d for d in oldest if d is not None]
+    if not oldest:
+        return 0
+    start = min(oldest)
+    have_days = set(
+        DailySummary.objects.filter(project=project, day__lt=keep_from).values_list(
+            "day", flat=True
+        )
+    )
+    days = [
+        s
+        for s in daily_summaries(project=project, start=start, end=keep_from)
+        if s.day not in have_days and (s.active_installs or s.new_installs)
+    ]
+    last_week = week_start(keep_from - dt.timedelta(days=1))
+    have_weeks = set(
+        CohortSummary.objects.filter(project=project, week_start__lte=last_week).values_list(
+            "week_start", flat=True
+        )
+    )
+    weeks = [
+        c
+        for c in _cohort_rows(project, week_start(start), last_week, now)
+        if c.week_start not in have_weeks
+    ]
+    with transaction.atomic():
+        DailySummary.objects.bulk_create(days, ignore_conflicts=True)
+        CohortSummary.objects.bulk_create(weeks, ignore_conflicts=True)
+    return len(days) + len(weeks)

@@ -1,0 +1,23 @@
+"""Celery tasks: thin wrappers that run a scheduled job and record its TaskRun.
+
+Every job is idempotent (safe to retry or to run twice), which is why acks_late is on.
+"""
+
+from celery import shared_task
+
+from telemetry.services.schedule import run_job
+
+
+@shared_task(name="telemetry.tasks.purge_expired")
+def purge_expired() -> int:
+    return run_job("purge").rows
+
+
+@shared_task(name="telemetry.tasks.rotate_salts")
+def rotate_salts() -> int:
+    return run_job("rotate_salts").rows
+
+
+@shared_task(name="telemetry.tasks.refresh_aggregates")
+def refresh_aggregates() -> int:
+    return run_job("refresh_aggregates").rows

@@ -1,0 +1,145 @@
+"""telemetry.services.purge: what goes, what stays, and the aggregates kept on the way out."""
+
+import datetime as dt
+import threading
+
+import pytest
+
+from telemetry.models import (
+    CohortSummary,
+    DailyActivity,
+    DailyCount,
+    DailySummary,
+    Event,
+    Install,
+)
+from telemetry.services import purge
+from telemetry.services.locks import LockBusy, job_lock
+from tests.factories import ingest_at, make_project
+
+pytestmark = pytest.mark.django_db
+
+NOW = dt.datetime(2025, 6, 15, 12, 0, tzinfo=dt.UTC)  # a Sunday
+OLD = dt.datetime(2025, 5, 5, 10, 0, tzinfo=dt.UTC)  # a Monday, 41 days before NOW
+RECENT = dt.datetime(2025, 6, 10, 9, 0, tzinfo=dt.UTC)
+
+
+def project_with_history(retention_days=30):
+    p = make_project(retention_days=retention_days).project
+    ingest_at(p, OLD, "inst_gone_0001", n=3)  # never seen again: goes entirely
+    ingest_at(p, OLD + dt.timedelta(days=1), "inst_gone_0002")
+    ingest_at(p, OLD, "inst_stays_001", n=2)  # active again recently: install row stays
+    ingest_at(p, RECENT, "inst_stays_001")
+    ingest_at(p, RECENT, "inst_new_00001", name="app.crash")
+    return p
+
+
+def test_it_deletes_expired_events_activity_and_installs_and_keeps_recent_ones():
+    p = project_with_history()
+    result = purge.purge(now=NOW)
+    assert result[0].deleted == {"events": 6, "daily_activity": 3, "installs": 2}
+    assert Event.objects.filter(project=p).count() == 2
+    assert set(Event.objects.values_list("received_at", flat=True)) == {RECENT}
+    assert sorted(Install.objects.values_list("install_id", flat=True)) == [
+        "inst_new_00001",
+        "inst_stays_001",
+    ]
+    assert set(DailyActivity.objects.values_list("day", flat=True)) == {RECENT.date()}
+
+
+def test_it_snapshots_daily_totals_of_purged_days_first():
+    p = project_with_history()
+    purge.purge(now=NOW)
+    rows = {
+        s.day: (s.active_installs, s.new_installs, s.events)
+        for s in DailySummary.objects.filter(project=p)
+    }
+    assert rows == {OLD.date(): (2, 2, 5), (OLD + dt.timedelta(days=1)).date(): (1, 1, 1)}
+
+
+def test_it_snapshots_weekly_cohorts_of_purged_installs_first():
+    p = project_with_history()
+    purge.purge(now=NOW)
+    cohort = CohortSummary.objects.get(project=p)
+    assert cohort.week_start == OLD.date()
+    assert cohort.size == 3
+    # weeks 0..5 (May 5 to the week of NOW); one install came back in week 5 (June 9-15)
+    assert cohort.retained == [3, 0, 0, 0, 0, 1]
+
+
+def test_daily_counts_are_anonymous_and_survive():
+    p = project_with_history()
+    before = list(DailyCount.objects.filter(project=p).order_by("day", "name").values())
+    purge.purge(now=NOW)
+    assert list(DailyCount.objects.filter(project=p).order_by("day", "name").values()) == before
+
+
+def test_it_uses_each_projects_own_retention():
+    short = project_with_history(retention_days=3)
+    long = project_with_history(retention_days=90)
+    purge.purge(now=NOW)
+    assert Event.objects.filter(project=long).count() == 8
+    assert Event.objects.filter(project=short).count() == 0
+    assert Install.objects.filter(project=short).count() == 0
+
+
+def test_it_purges_only_the_project_asked_for():
+    one = project_with_history()
+    other = project_with_history()
+    purge.purge(now=NOW, projects=[one])
+    assert Event.objects.filter(project=one).count() == 2
+    assert Event.objects.filter(project=other).count() == 8
+
+
+def test_tiny_batches_delete_exactly_what_one_batch_would():
+    p = project_with_history()
+    result = purge.purge(now=NOW, batch_size=1)
+    assert result[0].deleted == {"events": 6, "daily_activity": 3, "installs": 2}
+    assert Event.objects.filter(project=p).count() == 2
+
+
+def test_a_second_run_changes_nothing():
+    p = project_with_history()
+    purge.purge(now=NOW)
+    summaries = list(DailySummary.objects.values())
+    cohorts = list(CohortSummary.objects.values())
+    again = purge.purge(now=NOW)
+    assert again[0].deleted == {"events": 0, "daily_activity": 0, "installs": 0}
+    assert again[0].summaries == 0
+    assert list(DailySummary.objects.values()) == summaries
+    assert list(CohortSummary.objects.values()) == cohorts
+    assert Event.objects.filter(project=p).count() == 2
+
+
+def test_dry_run_counts_match_what_the_purge_then_deletes():
+    p = project_with_history()
+    counts = purge.expired_counts(project=p, now=NOW)
+    assert Event.objects.count() == 8
+    assert counts.deleted == purge.purge(now=NOW)[0].deleted
+
+
+def test_a_second_purge_is_refused_while_one_holds_the_lock():
+    p = project_with_history()
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        from django.db import connection
+
+        try:
+            with job_lock("purge"):
+                held.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert held.wait(10)
+        with pytest.raises(LockBusy):
+            purge.purge(now=NOW)
+        assert Event.objects.filter(project=p).count() == 8
+    finally:
+        release.set()
+        thread.join()
+    assert purge.purge(now=NOW)[0].deleted["events"] == 6
