@@ -78,24 +78,27 @@ def ingest(
     """
     now = now or timezone.now()
     outcomes: list[Outcome | None] = [None] * len(events)
+    single = len(events) == 1
     try:
-        fresh = _drop_duplicates(project, events, outcomes)
         ip_hash = hash_ip(ip=client_ip, project_id=project.pk, now=now)
+        # One event skips the lookup: a stored copy shows up as an insert conflict (or, when over
+        # the limit, in `_is_stored`), and its quota is refunded. Batches look up all ids at once.
+        fresh = [0] if single else _drop_duplicates(project, events, outcomes)
     except DatabaseError as exc:
         raise _unavailable("database", exc) from exc
-    allowed, refunds = _apply_limits(project, events, fresh, outcomes, ip_hash, limit_key)
+    allowed, hits = _apply_limits(project, events, fresh, outcomes, ip_hash, limit_key)
     try:
+        if single and not allowed and events[0].event_id and _is_stored(project, events[0]):
+            outcomes[0] = Outcome(DUPLICATE)  # a duplicate is a success, even over the limit
         inserted = _store(project, [events[i] for i in allowed], ip_hash, now)
     except DatabaseError as exc:
-        limits.refund(refunds)
+        limits.refund(_sum_hits(hits, fresh))
         raise _unavailable("database", exc) from exc
-    lost = []
     for i, ok in zip(allowed, inserted, strict=True):
+        # not ok: the event_id was stored before (or by a concurrent request) — a duplicate.
         outcomes[i] = Outcome(ACCEPTED if ok else DUPLICATE)
-        if not ok:  # a concurrent request stored the same event_id first
-            lost.append(i)
-    if lost:
-        limits.refund(_charges_for(project, [events[i] for i in lost], ip_hash, limit_key))
+    # Counters count stored events only: give back every hit of an event that was not stored.
+    limits.refund(_sum_hits(hits, [i for i in fresh if outcomes[i].status != ACCEPTED]))
     return IngestResult(outcomes=outcomes)  # type: ignore[arg-type]
 
 
@@ -104,13 +107,30 @@ def _unavailable(service: str, exc: Exception) -> ServiceUnavailable:
     return ServiceUnavailable(service)
 
 
+def _is_stored(project: Project, event: IncomingEvent) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM telemetry_event WHERE project_id = %s AND event_id = %s",
+            [project.pk, event.event_id],
+        )
+        return cursor.fetchone() is not None
+
+
 def _drop_duplicates(
     project: Project, events: list[IncomingEvent], outcomes: list[Outcome | None]
 ) -> list[int]:
     """Mark events whose event_id is stored already (or repeats within the batch)."""
     ids = [e.event_id for e in events if e.event_id]
     known: set[str] = set()
-    if ids:
+    if ids and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT event_id FROM telemetry_event WHERE project_id = %s"
+                " AND event_id = ANY(%s::text[])",
+                [project.pk, ids],
+            )
+            known.update(row[0] for row in cursor.fetchall())
+    elif ids:
         with connection.cursor() as cursor:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
@@ -132,31 +152,12 @@ def _drop_duplicates(
     return fresh
 
 
-def _groups(project: Project, ip_hash: str, limit_key: str | None) -> tuple[str, str, str]:
-    second = "key" if limit_key else "ip"
-    return f"tm:{project.pk}:install", f"tm:{project.pk}:{second}", limit_key or ip_hash
-
-
-def _charges_for(
-    project: Project,
-    events: list[IncomingEvent],
-    ip_hash: str,
-    limit_key: str | None,
-    *,
-    client: bool = True,
-) -> list[limits.Charge]:
-    """What `events` cost: one charge per install id, plus the client's unless client=False."""
-    install_group, client_group, client_value = _groups(project, ip_hash, limit_key)
-    per_install: dict[str, int] = defaultdict(int)
-    for e in events:
-        if e.install_id:
-            per_install[e.install_id] += 1
-    charges = [
-        limits.Charge(install_group, k, project.install_rate, n) for k, n in per_install.items()
-    ]
-    if client:
-        charges.append(limits.Charge(client_group, client_value, project.ip_rate, len(events)))
-    return charges
+def _sum_hits(hits: dict[int, list[str]], indexes: list[int]) -> dict[str, int]:
+    total: dict[str, int] = defaultdict(int)
+    for i in indexes:
+        for key in hits.get(i, ()):
+            total[key] += 1
+    return total
 
 
 def _apply_limits(
@@ -166,51 +167,51 @@ def _apply_limits(
     outcomes: list[Outcome | None],
     ip_hash: str,
     limit_key: str | None,
-) -> tuple[list[int], list[limits.Charge]]:
-    """Charge the install counters, then the client counter for what passed; return survivors.
+) -> tuple[list[int], dict[int, list[str]]]:
+    """Charge every fresh event to its install counter and to the client counter, at once.
 
-    Returns the indexes allowed and the charges to refund should storage fail.
+    The install limit is applied first, then the client (IP or key) limit to what passed. Returns
+    the indexes allowed and, per charged event, the counter keys it was charged to (for refunds).
     """
     if not fresh:
-        return [], []
-    install_group, client_group, client_value = _groups(project, ip_hash, limit_key)
+        return [], {}
     by_install: dict[str, list[int]] = defaultdict(list)
     for i in fresh:
         by_install[events[i].install_id].append(i)
-    install_charges = [
-        limits.Charge(install_group, install_id, project.install_rate, len(idx))
-        for install_id, idx in by_install.items()
-        if install_id
+    installs = [k for k in by_install if k]
+    second = "key" if limit_key else "ip"
+    charges = [
+        limits.Charge(f"tm:{project.pk}:install", k, project.install_rate, len(by_install[k]))
+        for k in installs
     ]
+    charges.append(
+        limits.Charge(
+            f"tm:{project.pk}:{second}", limit_key or ip_hash, project.ip_rate, len(fresh)
+        )
+    )
     try:
-        usages = limits.charge(install_charges)
-        passed: list[int] = list(by_install.get("", []))  # events with no install id
-        for c, usage in zip(install_charges, usages, strict=True):
-            idx = by_install[c.value]
-            ok = usage.allowed(len(idx))
-            passed.extend(idx[:ok])
-            for i in idx[ok:]:
-                outcomes[i] = Outcome(LIMITED, "install", usage.retry_after)
-        passed.sort()
-        if not passed:
-            return [], []
-        client_charge = limits.Charge(client_group, client_value, project.ip_rate, len(passed))
-        (client_usage,) = limits.charge([client_charge])
+        *install_usages, client = limits.charge(charges)
     except limits.LimiterUnavailable as exc:
         if settings.RATELIMIT_FAIL_OPEN:
             log.warning("ingest: rate-limit cache unavailable (%s), failing open", exc)
-            return fresh, []
+            return list(fresh), {}
         raise _unavailable("cache", exc) from exc
-    ok = client_usage.allowed(len(passed))
-    allowed, refused = passed[:ok], passed[ok:]
-    for i in refused:
-        outcomes[i] = Outcome(LIMITED, "key" if limit_key else "ip", client_usage.retry_after)
-    if refused:
-        # Events the client counter refused did not happen: give their install hits back.
-        refused_events = [events[i] for i in refused]
-        limits.refund(_charges_for(project, refused_events, ip_hash, limit_key, client=False))
-    charged = _charges_for(project, [events[i] for i in allowed], ip_hash, limit_key)
-    return allowed, charged
+    hits = {i: [client.key] for i in fresh}
+    passed = list(by_install.get("", []))  # events with no install id face the client limit only
+    for install_id, usage in zip(installs, install_usages, strict=True):
+        idx = by_install[install_id]
+        ok = usage.allowed(len(idx))
+        passed.extend(idx[:ok])
+        for i in idx:
+            hits[i].append(usage.key)
+        for i in idx[ok:]:
+            outcomes[i] = Outcome(LIMITED, "install", usage.retry_after)
+    passed.sort()
+    # Hits of install-refused events are refunded; until then they may only make this stricter.
+    ok = max(0, min(len(passed), client.limit - (client.count - len(fresh))))
+    for i in passed[ok:]:
+        outcomes[i] = Outcome(LIMITED, second, client.retry_after)
+    return passed[:ok], hits
 
 
 def _store(
@@ -235,10 +236,12 @@ def _store(
                 e.session_id,
                 e.app_version,
                 e.os,
-                json.dumps(properties, separators=(",", ":")),
+                properties,
                 ip_hash,
             )
         )
+    if len(rows) == 1 and connection.vendor == "postgresql":
+        return [_store_one_postgres(rows[0], events[0].timestamp.date())]
     with transaction.atomic(), connection.cursor() as cursor:
         stored_ids = _insert_events(cursor, rows)
         inserted = [e.event_id is None or e.event_id in stored_ids for e in events]
@@ -248,26 +251,114 @@ def _store(
     return inserted
 
 
-def _insert_events(cursor, rows: list[tuple]) -> set[str]:
-    stored: set[str] = set()
-    for start in range(0, len(rows), 500):
-        chunk = rows[start : start + 500]
-        cursor.execute(
-            "INSERT INTO telemetry_event (project_id, event_id, install_id, name, timestamp,"
-            " received_at, session_id, app_version, os, properties, ip_hash) VALUES "
-            + ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(chunk))
-            + " ON CONFLICT (project_id, event_id) WHERE event_id IS NOT NULL DO NOTHING"
-            " RETURNING event_id",
-            [value for row in chunk for value in row],
+_EVENT_INSERT = """
+INSERT INTO telemetry_event (project_id, event_id, install_id, name, timestamp, received_at,
+    session_id, app_version, os, properties, ip_hash)
+{source}
+ON CONFLICT (project_id, event_id) WHERE event_id IS NOT NULL DO NOTHING
+"""
+
+
+def _store_one_postgres(row: tuple, day: dt.date) -> bool:
+    """The hot path: one event and its three rollups in a single statement, one round trip.
+
+    Writable CTEs run as one atomic statement; the rollups select from the inserted row, so a
+    conflicting (duplicate) event_id inserts nothing and bumps nothing.
+    """
+    sql = (
+        "WITH ev AS ("
+        + _EVENT_INSERT.format(source="VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s)")
+        + " RETURNING project_id, install_id, name, timestamp, app_version, os),"
+        + " inst AS ("
+        + _INSTALL_UPSERT.format(
+            source="SELECT project_id, install_id, timestamp, timestamp, app_version, app_version,"
+            " os, 1 FROM ev WHERE install_id <> ''"
         )
+        + "), act AS ("
+        + _ACTIVITY_UPSERT.format(
+            source="SELECT project_id, install_id, %s::date, 1, app_version, os FROM ev"
+            " WHERE install_id <> ''"
+        )
+        + "), cnt AS ("
+        + _COUNT_UPSERT.format(source="SELECT project_id, %s::date, name, 1 FROM ev")
+        + ") SELECT count(*) FROM ev"
+    )
+    with connection.cursor() as cursor:
+        params = list(row)
+        params[9] = _dumps(params[9])
+        cursor.execute(sql, [*params, day, day])
+        return cursor.fetchone()[0] == 1
+
+
+def _insert_events(cursor, rows: list[tuple]) -> set[str]:
+    # Sorted by event_id so concurrent batches take unique-index locks in one order (no deadlock).
+    rows = sorted(rows, key=lambda r: r[1] or "")
+    stored: set[str] = set()
+    for source, params in _row_chunks(rows, _EVENT_TYPES):
+        cursor.execute(_EVENT_INSERT.format(source=source) + " RETURNING event_id", params)
         stored.update(r[0] for r in cursor.fetchall() if r[0] is not None)
     return stored
+
+
+# PostgreSQL column types, for batches sent as one array per column (see _row_chunks).
+_EVENT_TYPES = [
+    "bigint",
+    "text",
+    "text",
+    "text",
+    "timestamptz",
+    "timestamptz",
+    "text",
+    "text",
+    "text",
+    "jsonb",
+    "text",
+]
+_INSTALL_TYPES = ["bigint", "text", "timestamptz", "timestamptz", "text", "text", "text", "bigint"]
+_ACTIVITY_TYPES = ["bigint", "text", "date", "int", "text", "text"]
+_COUNT_TYPES = ["bigint", "date", "text", "bigint"]
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, separators=(",", ":"), default=_iso)
+
+
+def _iso(value):
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _row_chunks(rows: list[tuple], pg_types: list[str]):
+    """Yield (source, params) pairs covering `rows` for an INSERT's row source.
+
+    PostgreSQL gets the whole batch as one JSON document read by jsonb_to_recordset: measured
+    several times cheaper than thousands of `%s` (or arrays) for the driver to adapt.
+    SQLite gets multi-row VALUES in chunks under its variable limit.
+    """
+    if connection.vendor == "postgresql":
+        columns = ",".join(f"c{i} {t}" for i, t in enumerate(pg_types))
+        names = ",".join(f"c{i}" for i in range(len(pg_types)))
+        keys = [f"c{i}" for i in range(len(pg_types))]
+        document = _dumps([dict(zip(keys, row, strict=True)) for row in rows])
+        yield f"SELECT {names} FROM jsonb_to_recordset(%s::jsonb) AS x({columns})", [document]
+        return
+    json_columns = [i for i, t in enumerate(pg_types) if t == "jsonb"]
+    placeholder = "(" + ",".join(["%s"] * len(pg_types)) + ")"
+    for start in range(0, len(rows), 500):
+        params = []
+        for row in rows[start : start + 500]:
+            row = list(row)
+            for i in json_columns:
+                row[i] = _dumps(row[i])
+            params.extend(row)
+        yield "VALUES " + ",".join([placeholder] * (len(params) // len(pg_types))), params
 
 
 _INSTALL_UPSERT = """
 INSERT INTO telemetry_install
     (project_id, install_id, first_seen, last_seen, first_version, last_version, os, event_count)
-VALUES {values}
+{source}
 ON CONFLICT (project_id, install_id) DO UPDATE SET
     first_seen = CASE WHEN excluded.first_seen < telemetry_install.first_seen
         THEN excluded.first_seen ELSE telemetry_install.first_seen END,
@@ -286,7 +377,7 @@ ON CONFLICT (project_id, install_id) DO UPDATE SET
 
 _ACTIVITY_UPSERT = """
 INSERT INTO telemetry_dailyactivity (project_id, install_id, day, events, app_version, os)
-VALUES {values}
+{source}
 ON CONFLICT (project_id, install_id, day) DO UPDATE SET
     events = telemetry_dailyactivity.events + excluded.events,
     app_version = CASE WHEN excluded.app_version <> '' THEN excluded.app_version
@@ -295,22 +386,18 @@ ON CONFLICT (project_id, install_id, day) DO UPDATE SET
 """
 
 _COUNT_UPSERT = """
-INSERT INTO telemetry_dailycount (project_id, day, name, events) VALUES {values}
+INSERT INTO telemetry_dailycount (project_id, day, name, events) {source}
 ON CONFLICT (project_id, day, name) DO UPDATE SET
     events = telemetry_dailycount.events + excluded.events
 """
 
 
-def _upsert(cursor, sql: str, rows: list[tuple]) -> None:
-    """Run a multi-row upsert; rows are unique by conflict key (PostgreSQL insists)."""
-    width = len(rows[0])
-    placeholder = "(" + ",".join(["%s"] * width) + ")"
-    for start in range(0, len(rows), 500):
-        chunk = rows[start : start + 500]
-        cursor.execute(
-            sql.format(values=",".join([placeholder] * len(chunk))),
-            [value for row in chunk for value in row],
-        )
+def _upsert(cursor, sql: str, rows: list[tuple], pg_types: list[str]) -> None:
+    """Run a multi-row upsert; rows are unique by conflict key (PostgreSQL insists) and sorted
+    by it, so concurrent batches lock rollup rows in one order and cannot deadlock."""
+    rows = sorted(rows, key=lambda r: r[:3])
+    for source, params in _row_chunks(rows, pg_types):
+        cursor.execute(sql.format(source=source), params)
 
 
 def _bump_rollups(cursor, project: Project, events: list[IncomingEvent]) -> None:
@@ -371,6 +458,7 @@ def _bump_rollups(cursor, project: Project, events: list[IncomingEvent]) -> None
                     n,
                 ) in installs.items()
             ],
+            _INSTALL_TYPES,
         )
         _upsert(
             cursor,
@@ -379,6 +467,7 @@ def _bump_rollups(cursor, project: Project, events: list[IncomingEvent]) -> None
                 (project.pk, install_id, ops.adapt_datefield_value(day), n, version, os_name)
                 for (install_id, day), (n, version, os_name) in activity.items()
             ],
+            _ACTIVITY_TYPES,
         )
     _upsert(
         cursor,
@@ -387,4 +476,5 @@ def _bump_rollups(cursor, project: Project, events: list[IncomingEvent]) -> None
             (project.pk, ops.adapt_datefield_value(day), name, n)
             for (day, name), n in counts.items()
         ],
+        _COUNT_TYPES,
     )
