@@ -1,0 +1,90 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+from tqdm import tqdm
+
+from telemetry.models import Project
+from telemetry.services import purge
+from telemetry.services.locks import LockBusy
+from telemetry.services.schedule import purge_result, record_run
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete raw events, daily activity and installs older than each project's retention_days"
+        " (after snapshotting the anonymous daily and cohort totals). --dry-run only counts."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--project", metavar="SLUG", help="Only this project.")
+        parser.add_argument("--dry-run", action="store_true", help="Count, delete nothing.")
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=purge.DEFAULT_BATCH_SIZE,
+            help=f"Rows per delete statement (default {purge.DEFAULT_BATCH_SIZE}).",
+        )
+        parser.add_argument("--json", action="store_true", help="Print the counts as JSON.")
+
+    def handle(self, *args, **opts) -> None:
+        if opts["batch_size"] < 1:
+            raise CommandError("--batch-size must be at least 1")
+        projects = Project.objects.all()
+        if opts["project"]:
+            projects = projects.filter(slug=opts["project"])
+            if not projects.exists():
+                raise CommandError(f"no project with slug {opts['project']!r}")
+        projects = list(projects)
+        now = timezone.now()
+        if opts["dry_run"]:
+            results = [purge.expired_counts(project=p, now=now) for p in projects]
+        else:
+            try:
+                results = self._purge(projects, now, opts["batch_size"])
+            except LockBusy:
+                raise CommandError("another purge is running; nothing done") from None
+        self._report(results, dry_run=opts["dry_run"], as_json=opts["json"])
+
+    def _purge(self, projects, now, batch_size):
+        expected = sum(purge.expired_counts(project=p, now=now).rows for p in projects)
+        with (
+            record_run("purge") as run,
+            tqdm(total=expected, unit="row", desc="purge", disable=None) as bar,
+        ):
+            results = purge.purge(
+                now=now, projects=projects, batch_size=batch_size, progress=bar.update
+            )
+            outcome = purge_result(results)
+            run.rows, run.details = outcome.rows, outcome.details
+        return results
+
+    def _report(self, results, *, dry_run: bool, as_json: bool) -> None:
+        if as_json:
+            self.stdout.write(
+                json.dumps(
+                    {
+                        "dry_run": dry_run,
+                        "projects": [
+                            {
+                                "slug": r.project,
+                                "cutoff": r.cutoff.isoformat(),
+                                "summaries": r.summaries,
+                                **r.deleted,
+                            }
+                            for r in results
+                        ],
+                    }
+                )
+            )
+            return
+        verb = "would delete" if dry_run else "deleted"
+        for r in results:
+            d = r.deleted
+            self.stdout.write(
+                f"{r.project}: {verb} {d['events']} events, {d['daily_activity']} activity rows,"
+                f" {d['installs']} installs dated before {r.cutoff}"
+                + ("" if dry_run else f" ({r.summaries} summaries kept)")
+            )
+        if not results:
+            self.stdout.write("No projects.")
