@@ -1,0 +1,253 @@
+"""Active and new installs and events per calendar period, rolling DAU/WAU/MAU, versions and OS.
+
+Everything reads the rollups (DailyActivity, Install, DailyCount); for days older than the oldest
+remaining activity row, the anonymous DailySummary/CohortSummary snapshots stand in.
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db import connection
+from django.db.models import Min, Sum
+
+from telemetry.analytics.periods import (
+    DAY,
+    MONTH,
+    WEEK,
+    as_date,
+    bucket_sql,
+    day_start,
+    db_date,
+    db_datetime,
+    label,
+    next_period,
+    period_start,
+    periods,
+    utc_date_sql,
+)
+from telemetry.models import CohortSummary, DailyActivity, DailyCount, DailySummary, Project
+
+
+@dataclass
+class Period:
+    start: dt.date
+    label: str
+    active_installs: int | None  # None: the raw rollups are purged and no snapshot can say
+    new_installs: int
+    events: int
+
+
+@dataclass
+class Rolling:
+    day: dt.date
+    dau: int
+    wau: int
+    mau: int
+
+    @property
+    def stickiness(self) -> float | None:
+        return round(self.dau / self.mau, 4) if self.mau else None
+
+
+def _rows(sql: str, params: list) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def raw_boundary(*, project: Project) -> dt.date | None:
+    """The oldest day still in DailyActivity: before it only the anonymous snapshots remain."""
+    return DailyActivity.objects.filter(project=project).aggregate(d=Min("day"))["d"]
+
+
+def active_counts(
+    *, project: Project, start: dt.date, end: dt.date, interval: str
+) -> dict[dt.date, int]:
+    """Distinct installs with activity per period start, for periods in [start, end]."""
+    bucket = bucket_sql("day", interval)
+    rows = _rows(
+        f"SELECT {bucket} AS p, COUNT(DISTINCT install_id) FROM telemetry_dailyactivity"
+        " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY 1",
+        [project.pk, db_date(start), db_date(end)],
+    )
+    return {as_date(p): n for p, n in rows}
+
+
+def new_counts(*, project: Project, start: dt.date, end: dt.date) -> dict[dt.date, int]:
+    """Installs whose first event falls on each day in [start, end]."""
+    rows = _rows(
+        f"SELECT {utc_date_sql('first_seen')} AS d, COUNT(*) FROM telemetry_install"
+        " WHERE project_id = %s AND first_seen >= %s AND first_seen < %s GROUP BY 1",
+        [
+            project.pk,
+            db_datetime(day_start(start)),
+            db_datetime(day_start(end + dt.timedelta(days=1))),
+        ],
+    )
+    return {as_date(d): n for d, n in rows}
+
+
+def event_counts(
+    *, project: Project, start: dt.date, end: dt.date, names: list[str] | None = None
+) -> dict[dt.date, int]:
+    qs = DailyCount.objects.filter(project=project, day__gte=start, day__lte=end)
+    if names is not None:
+        qs = qs.filter(name__in=names)
+    return {d: n for d, n in qs.values("day").annotate(n=Sum("events")).values_list("day", "n")}
+
+
+def _weekly_active_from_cohorts(project: Project, weeks: list[dt.date]) -> dict[dt.date, int]:
+    """WAU of purged weeks: the sum, over every earlier cohort, of its retained count that week."""
+    if not weeks:
+        return {}
+    cohorts = list(
+        CohortSummary.objects.filter(project=project, week_start__lte=max(weeks)).values_list(
+            "week_start", "retained"
+        )
+    )
+    out = {}
+    for week in weeks:
+        total = 0
+        for start, retained in cohorts:
+            if start > week:
+                continue
+            k = (week - start).days // 7
+            if k >= len(retained):
+                break
+            total += retained[k]
+        else:
+            if cohorts:
+                out[week] = total
+    return out
+
+
+def active_series(*, project: Project, interval: str, start: dt.date, end: dt.date) -> list[Period]:
+    """One Period per calendar period touching [start, end], zero-filled, oldest first."""
+    buckets = periods(start, end, interval)
+    first, last = buckets[0], next_period(buckets[-1], interval) - dt.timedelta(days=1)
+    active = active_counts(project=project, start=first, end=last, interval=interval)
+    new_by_day = new_counts(project=project, start=first, end=last)
+    events_by_day = event_counts(project=project, start=first, end=last)
+
+    boundary = raw_boundary(project=project)
+    purged_active: dict[dt.date, int] = {}
+    purged: set[dt.date] = set()
+    if boundary is None or first < boundary:
+        summaries = DailySummary.objects.filter(
+            project=project, day__gte=first, day__lte=last
+        ).values_list("day", "active_installs", "new_installs", "events")
+        for day, act, new, events in summaries:
+            if boundary is not None and day >= boundary:
+                continue
+            purged.add(day)
+            new_by_day.setdefault(day, new)
+            events_by_day.setdefault(day, events)
+            purged_active[day] = act
+    if interval == WEEK:
+        stale = [w for w in buckets if any(period_start(d, WEEK) == w for d in purged)]
+        purged_active.update(_weekly_active_from_cohorts(project, stale))
+
+    out = []
+    for p in buckets:
+        p_end = next_period(p, interval)
+        days_in = [d for d in purged if p <= d < p_end]
+        if not days_in:
+            act: int | None = active.get(p, 0)
+        elif interval == MONTH:
+            act = None  # distinct installs over a partly purged month cannot be rebuilt
+        else:
+            act = purged_active.get(p)
+        out.append(
+            Period(
+                start=p,
+                label=label(p, interval),
+                active_installs=act,
+                new_installs=sum(n for d, n in new_by_day.items() if p <= d < p_end),
+                events=sum(n for d, n in events_by_day.items() if p <= d < p_end),
+            )
+        )
+    return out
+
+
+def rolling(*, project: Project, day: dt.date) -> Rolling:
+    """DAU, WAU and MAU as distinct installs active in the 1, 7 and 30 days ending on `day`."""
+    d7, d30 = day - dt.timedelta(days=6), day - dt.timedelta(days=29)
+    (row,) = _rows(
+        "SELECT COUNT(DISTINCT CASE WHEN day = %s THEN install_id END),"
+        " COUNT(DISTINCT CASE WHEN day >= %s THEN install_id END),"
+        " COUNT(DISTINCT install_id) FROM telemetry_dailyactivity"
+        " WHERE project_id = %s AND day >= %s AND day <= %s",
+        [db_date(day), db_date(d7), project.pk, db_date(d30), db_date(day)],
+    )
+    return Rolling(day=day, dau=row[0], wau=row[1], mau=row[2])
+
+
+def version_adoption(
+    *, project: Project, start: dt.date, end: dt.date, interval: str = DAY, top: int = 6
+) -> dict:
+    """Active installs per app version per period; versions beyond the `top` most used are
+    folded into "other"."""
+    bucket = bucket_sql("day", interval)
+    rows = _rows(
+        f"SELECT {bucket} AS p, app_version, COUNT(DISTINCT install_id)"
+        " FROM telemetry_dailyactivity WHERE project_id = %s AND day >= %s AND day <= %s"
+        " GROUP BY 1, 2",
+        [project.pk, db_date(start), db_date(end)],
+    )
+    totals: dict[str, int] = {}
+    for _, version, n in rows:
+        totals[version or "unknown"] = totals.get(version or "unknown", 0) + n
+    keep = sorted(totals, key=lambda v: -totals[v])[:top]
+    buckets = periods(start, end, interval)
+    index = {p: i for i, p in enumerate(buckets)}
+    series: dict[str, list[int]] = {v: [0] * len(buckets) for v in keep}
+    for p, version, n in rows:
+        name = version or "unknown"
+        if name not in series:
+            name = "other"
+            series.setdefault("other", [0] * len(buckets))
+        i = index.get(period_start(as_date(p), interval))
+        if i is not None:
+            series[name][i] += n
+    return {"labels": [label(p, interval) for p in buckets], "series": series}
+
+
+def os_breakdown(*, project: Project, start: dt.date, end: dt.date) -> list[tuple[str, int]]:
+    """Distinct active installs per OS (the OS of their activity rows) in [start, end]."""
+    rows = _rows(
+        "SELECT os, COUNT(DISTINCT install_id) FROM telemetry_dailyactivity"
+        " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY os ORDER BY 2 DESC, 1",
+        [project.pk, db_date(start), db_date(end)],
+    )
+    return [(os or "unknown", n) for os, n in rows]
+
+
+def overview(*, project: Project, start: dt.date, end: dt.date) -> dict:
+    """Everything the overview page shows, with the previous period of the same length."""
+    length = (end - start).days + 1
+    prev_end = start - dt.timedelta(days=1)
+    prev_start = prev_end - dt.timedelta(days=length - 1)
+    current = rolling(project=project, day=end)
+    previous = rolling(project=project, day=prev_end)
+    daily = active_series(project=project, interval=DAY, start=start, end=end)
+    prev_daily = active_series(project=project, interval=DAY, start=prev_start, end=prev_end)
+    return {
+        "start": start,
+        "end": end,
+        "previous_start": prev_start,
+        "previous_end": prev_end,
+        "current": current,
+        "previous": previous,
+        "daily": daily,
+        "totals": {
+            "new_installs": sum(p.new_installs for p in daily),
+            "events": sum(p.events for p in daily),
+        },
+        "previous_totals": {
+            "new_installs": sum(p.new_installs for p in prev_daily),
+            "events": sum(p.events for p in prev_daily),
+        },
+    }
+
+
+__all__ = ["DAY", "MONTH", "WEEK", "Period", "Rolling"]
