@@ -59,7 +59,9 @@ class HostRoutingMiddleware:
             try:
                 project = project_for_host(host)
             except DatabaseError:
-                return service_unavailable("database")
+                # Liveness and readiness must still answer; views that need the database
+                # fail on their own with a 503.
+                project = None
             if project is not None:
                 request.path_info = f"/p/{project.slug}{request.path_info}"
         return self.get_response(request)
