@@ -162,7 +162,7 @@ def _parse(body: bytes, *, ndjson: bool) -> list | HttpResponse:
     if not ndjson:
         try:
             payload = parse_json(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return error(400, INVALID_JSON)
         if isinstance(payload, dict):
             return [payload]
@@ -179,7 +179,7 @@ def _parse(body: bytes, *, ndjson: bool) -> list | HttpResponse:
             continue
         try:
             items.append(parse_json(line.encode()))
-        except ValueError:
+        except (ValueError, RecursionError):
             return error(400, INVALID_NDJSON.format(line=number))
     return items
 
@@ -189,6 +189,8 @@ def _event(item: Any, *, project: Project, dataset: str, now: dt.datetime) -> In
         raise InvalidEvent("event", "must be a JSON object")
     if "dataset" in item:
         raise InvalidEvent("dataset", "reserved, the dataset is named by the URL")
+    if not _storable(item):
+        raise InvalidEvent("event", "text with NUL or a lone surrogate cannot be stored")
     timestamp = _time(item.get("_time"), now=now)
     check_timestamp_window(
         timestamp, now=now, retention_days=project.retention_days, field_name="_time"
@@ -220,6 +222,24 @@ def _time(value: Any, *, now: dt.datetime) -> dt.datetime:
     except (OverflowError, OSError, ValueError):
         pass
     raise InvalidEvent("_time", "RFC 3339 string or epoch number (s, ms, µs or ns)")
+
+
+def _storable(value: Any, max_depth: int = 16) -> bool:
+    """No NUL, no lone surrogate (no database text holds them) and no absurd nesting."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            return False
+        if isinstance(item, str):
+            if "\x00" in item or any("\ud800" <= ch <= "\udfff" for ch in item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend((k, depth) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
 
 
 def _failure(item: Any, message: str, now: dt.datetime) -> dict[str, str]:

@@ -174,7 +174,7 @@ def _increment(request: HttpRequest, project: Project) -> HttpResponse:
         return body
     session = body.get("sessionId") if isinstance(body, dict) else None
     session = _text(session, SESSION_MAX)
-    if session is None:
+    if session is None or not _storable(session):
         return error(400, INVALID_FIELDS)
     now = timezone.now()
     event = IncomingEvent(
@@ -201,7 +201,7 @@ def _read(request: HttpRequest) -> Any:
         return parse_json(raw)
     except BodyTooLarge:
         return error(413, PAYLOAD_TOO_LARGE)
-    except (BodyUnreadable, ValueError):
+    except (BodyUnreadable, ValueError, RecursionError):
         return error(400, INVALID_JSON)
 
 
@@ -227,7 +227,7 @@ def _sanitise(body: Any, *, legacy: bool) -> dict[str, Any]:
     session = _text(body.get("session_id"), SESSION_MAX)
     if event_type == FLASH and session is None:
         raise Invalid
-    return {
+    record = {
         "event_type": event_type,
         "occurred_at": _trim(occurred_at.strip(), OCCURRED_MAX),
         "message": _trim(message.strip(), MESSAGE_MAX),
@@ -240,8 +240,10 @@ def _sanitise(body: Any, *, legacy: bool) -> dict[str, Any]:
         "app_version": _text(body.get("app_version"), APP_VERSION_MAX) or "unknown",
         "log_lines": _log_lines(body.get("log_lines_json")),
         "metadata": _metadata(body.get("metadata_json")),
-        "_occurred": occurred,
     }
+    if not _storable(record):
+        raise Invalid
+    return {**record, "_occurred": occurred}
 
 
 def _ingest(request: HttpRequest, project: Project, record: dict[str, Any]) -> pipeline.Outcome:
@@ -397,8 +399,26 @@ def _json_string(value: Any) -> Any:
         raise Invalid
     try:
         return parse_json(value.encode())
-    except ValueError:
+    except (ValueError, RecursionError):
         raise Invalid from None
+
+
+def _storable(value: Any, max_depth: int = 16) -> bool:
+    """No NUL, no lone surrogate (no database text holds them) and no absurd nesting."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            return False
+        if isinstance(item, str):
+            if "\x00" in item or any("\ud800" <= ch <= "\udfff" for ch in item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend((k, depth) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
 
 
 def _parse_occurred(value: Any) -> dt.datetime | None:

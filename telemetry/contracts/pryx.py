@@ -48,6 +48,7 @@ INVALID_BATCH_ID = "Invalid batch: batch_id must be 1-64 characters of A-Z a-z 0
 INVALID_LOGS = "Invalid logs: logs must be an array"  # 400
 TOO_MANY_LOGS = "Too many logs: maximum 1000 entries per request"  # 400
 INVALID_QUERY = "Invalid query: {name} must be an integer"  # 400
+INVALID_FILTER = "Invalid query: {name} must be text without NUL"  # 400
 BATCH_NOT_FOUND = "Batch not found"  # 404
 SLOW_DOWN = "slow_down"  # 429 + Retry-After: every valid event was over a rate limit
 UNAVAILABLE = "telemetry_store_unavailable"  # 503 + Retry-After: database or cache down
@@ -195,7 +196,7 @@ def _read(request: HttpRequest) -> Any:
         return parse_json(read_body(request, MAX_BODY))
     except BodyTooLarge:
         return error(413, PAYLOAD_TOO_LARGE)
-    except (BodyUnreadable, ValueError):
+    except (BodyUnreadable, ValueError, RecursionError):
         return error(400, INVALID_JSON)
 
 
@@ -372,7 +373,9 @@ def _batch_status(request: HttpRequest, project: Project, batch_id: str) -> Http
     refused = _check_ingest_key(request, project)
     if refused:
         return refused
-    batch = Batch.objects.filter(project=project, batch_id=batch_id).first()
+    batch = None
+    if BATCH_ID_RE.match(batch_id):
+        batch = Batch.objects.filter(project=project, batch_id=batch_id).first()
     if batch is None:
         return error(404, BATCH_NOT_FOUND)
     return reply(200, _batch_summary(batch, accepted=False))
@@ -403,6 +406,8 @@ def _query(request: HttpRequest, project: Project) -> HttpResponse:
         return error(400, INVALID_QUERY.format(name=bad))
     for name in QUERY_FILTERS:
         value = request.GET.get(name)
+        if value is not None and not _storable(value):
+            return error(400, INVALID_FILTER.format(name=name))
         if value is not None:
             events = events.filter(**{f"properties__{name}": value})
     rows = [
@@ -457,6 +462,8 @@ def _event(
         value = item.get(key)
         if isinstance(value, dict | list):
             raise InvalidEvent(key, "must be a string, number, boolean or null")
+    if not _storable(item):
+        raise InvalidEvent("event", "text with NUL or a lone surrogate cannot be stored")
     correlation = item.get("correlation_id")
     if correlation is not None and not isinstance(correlation, str):
         raise InvalidEvent("correlation_id", "must be a string")
@@ -534,6 +541,24 @@ def _timestamp(value: Any, *, project: Project, now: dt.datetime) -> dt.datetime
     except InvalidEvent:
         return now
     return parsed
+
+
+def _storable(value: Any, max_depth: int = 16) -> bool:
+    """No NUL, no lone surrogate (no database text holds them) and no absurd nesting."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            return False
+        if isinstance(item, str):
+            if "\x00" in item or any("\ud800" <= ch <= "\udfff" for ch in item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend((k, depth) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
 
 
 def _ms(moment: dt.datetime) -> int:

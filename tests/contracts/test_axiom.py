@@ -311,3 +311,13 @@ def test_the_projects_hostname_serves_the_axiom_path_at_the_root(client):
     r = send(client, p, body, path=f"/v1/datasets/{DATASET}/ingest", HTTP_HOST="usage.example.test")
     assert_reply(r, 200, status(1, [], len(body)))
     assert Event.objects.get().project_id == p.project.pk
+
+
+def test_text_no_database_can_store_is_a_failure_not_a_server_error(client, p):
+    r = send(client, p, [request_event(route="/a\u0000"), request_event()])
+    got = r.json()
+    assert (got["ingested"], got["failed"]) == (1, 1)
+    error = "event 0: event: text with NUL or a lone surrogate cannot be stored"
+    assert got["failures"][0]["error"] == error
+    assert Event.objects.count() == 1
+    assert_error(send(client, p, "[" * 200_000), 400, "invalid JSON body")

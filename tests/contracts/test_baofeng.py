@@ -500,3 +500,29 @@ def test_fifty_concurrent_flashes_of_one_session_count_once():
     assert bodies.count({"ok": True, "deduped": True}) == 49
     assert Event.objects.count() == 1
     assert Client().get(url(p, "count")).json() == {"total": 1}
+
+
+# --- text no database can hold ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"message": "a\u0000b"},
+        {"stack": "lone \ud800 surrogate"},
+        {"metadata_json": json.dumps({"k": "\u0000"})},
+        {"metadata_json": "{" + '"a":{' * 20 + "}" * 21},
+    ],
+)
+def test_text_no_database_can_store_is_invalid_not_a_server_error(client, p, change):
+    r = post(client, p, "event", json.dumps(failure(**change)))
+    assert_reply(r, 400, {"ok": False, "error": "Invalid payload fields"})
+    assert Event.objects.count() == 0
+
+
+def test_absurdly_nested_json_is_invalid_json(client, p):
+    assert_reply(
+        post(client, p, "event", "[" * 30_000), 400, {"ok": False, "error": "Invalid JSON"}
+    )
+    r = post(client, p, "increment", {"sessionId": "nul\u0000id"})
+    assert_reply(r, 400, {"ok": False, "error": "Invalid payload fields"})

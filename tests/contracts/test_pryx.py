@@ -600,3 +600,19 @@ def test_no_raw_ip_is_stored(client, p):
     post(client, p, "telemetry/ingest", event(), REMOTE_ADDR="198.51.100.23")
     assert "198.51.100.23" not in json.dumps(list(Event.objects.values()), default=str)
     assert Event.objects.get().ip_hash
+
+
+def test_text_no_database_can_store_is_rejected_by_index(client, p):
+    items = [event(1, error_message="a\u0000b"), event(2, tool_name="\udc00"), event(3)]
+    r = post(client, p, "telemetry/ingest", items)
+    error = "event: text with NUL or a lone surrogate cannot be stored"
+    assert r.json()["rejected"] == [{"index": 0, "error": error}, {"index": 1, "error": error}]
+    assert Event.objects.count() == 1
+    assert_error(post(client, p, "telemetry/ingest", "[" * 200_000), 400, "Invalid JSON")
+
+
+def test_nul_in_a_query_filter_or_batch_id_is_a_clean_answer(client, p):
+    assert_error(
+        query(client, p, level="a\u0000"), 400, "Invalid query: level must be text without NUL"
+    )
+    assert_error(client.get(url(p, "telemetry/batch/a%00b")), 404, "Batch not found")
