@@ -150,8 +150,12 @@ STORAGES = {
     },
 }
 
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/dashboard/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+# Login attempts (POST) per hashed client IP and per username, django-ratelimit syntax.
+LOGIN_RATE_PER_IP = env("LOGIN_RATE_PER_IP", default="20/10m")
+LOGIN_RATE_PER_USER = env("LOGIN_RATE_PER_USER", default="10/10m")
 
 # Front doors cap their own bodies; this only bounds what Django itself will buffer.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
@@ -196,11 +200,11 @@ CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue_dir = DATA_DIR / "broker"
     (_queue_dir / "out").mkdir(parents=True, exist_ok=True)
-    (_queue_dir / "processed").mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir / "out"),
         "data_folder_out": str(_queue_dir / "out"),
-        "data_folder_processed": str(_queue_dir / "processed"),
+        "control_folder": str(_queue_dir / "control"),
+        "store_processed": False,
     }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

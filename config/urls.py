@@ -1,10 +1,26 @@
 """URL map: native API, front doors under /p/<slug>/, health, admin, schema."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from telemetry.api import analytics, views
+
+
+class AnyPath:
+    """Like `path:`, but also matching a newline: Django's `.+` stops at one, which sent
+    `/p/<slug>/event%0A` past the front door to the HTML 404 page instead of the contract's own."""
+
+    regex = r"(?s:.+)"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(AnyPath, "anypath")
 
 urlpatterns = [
     path("api/v1/events", views.events_view, name="events"),
@@ -13,9 +29,10 @@ urlpatterns = [
     path("api/v1/projects/<slug:slug>/active", analytics.active_view, name="api-active"),
     path("api/v1/projects/<slug:slug>/retention", analytics.retention_view, name="api-retention"),
     path("api/v1/projects/<slug:slug>/breakdown", analytics.breakdown_view, name="api-breakdown"),
-    path("p/<slug:slug>/<path:path>", views.front_door, name="front-door"),
+    path("p/<slug:slug>/<anypath:path>", views.front_door, name="front-door"),
     path("p/<slug:slug>/", views.front_door, name="front-door-root"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("admin/", admin.site.urls),
+    path("", include("telemetry.dashboard.urls")),
 ]

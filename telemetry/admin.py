@@ -1,6 +1,7 @@
 """Admin: projects with their keys and members; events read-only; rollups and runs browsable."""
 
 from django.contrib import admin
+from django.urls import reverse
 
 from telemetry.models import (
     CohortSummary,
@@ -53,6 +54,10 @@ class ProjectAdmin(admin.ModelAdmin):
     filter_horizontal = ["members"]
     inlines = [IngestKeyInline]
     readonly_fields = ["created_at"]
+
+    def view_on_site(self, obj):
+        # The change page's "View on site" button opens the project's dashboard.
+        return reverse("dashboard-overview", args=[obj.slug])
 
 
 @admin.register(Event)

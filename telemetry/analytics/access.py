@@ -16,3 +16,8 @@ def visible_projects(*, user):
 def project_for(*, user, slug: str) -> Project | None:
     """The project `slug` if `user` may read it, else None (callers answer 404 either way)."""
     return visible_projects(user=user).filter(slug=slug).first()
+
+
+def public_project(*, slug: str) -> Project | None:
+    """The project behind /public/<slug>/, only if its maintainer turned the page on."""
+    return Project.objects.filter(slug=slug, public_page=True).first()

@@ -55,6 +55,11 @@ def _rows(sql: str, params: list) -> list[tuple]:
         return cursor.fetchall()
 
 
+def has_events(*, project: Project) -> bool:
+    """Whether the project ever counted an event (DailyCount outlives the raw purge)."""
+    return DailyCount.objects.filter(project=project).exists()
+
+
 def raw_boundary(*, project: Project) -> dt.date | None:
     """The oldest day still in DailyActivity: before it only the anonymous snapshots remain."""
     return DailyActivity.objects.filter(project=project).aggregate(d=Min("day"))["d"]

@@ -1,0 +1,1 @@
+"""The maintainer dashboard: server-rendered pages over telemetry.analytics (no SQL here)."""

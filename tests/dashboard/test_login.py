@@ -1,0 +1,58 @@
+"""Login: Django's form, rate-limited per hashed IP and per username, same answer for all."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+
+pytestmark = pytest.mark.django_db
+
+
+def login(client, username, password="wrong-password", ip="203.0.113.9"):  # noqa: S107
+    return client.post(
+        "/accounts/login/", {"username": username, "password": password}, REMOTE_ADDR=ip
+    )
+
+
+def test_login_form_carries_a_csrf_token(client):
+    html = client.get("/accounts/login/").content.decode()
+    assert 'name="csrfmiddlewaretoken"' in html
+
+
+def test_right_password_logs_in_and_lands_on_the_dashboard(client):
+    get_user_model().objects.create_user("maint", password="pw-123456789")
+    r = login(client, "maint", "pw-123456789")
+    assert r.status_code == 302 and r["Location"] == "/dashboard/"
+
+
+def test_unknown_and_known_usernames_fail_the_same_way(client):
+    get_user_model().objects.create_user("maint", password="pw-123456789")
+    a, b = login(client, "maint"), login(client, "nobody")
+    assert a.status_code == b.status_code == 200
+    assert "Please enter a correct username and password." in a.content.decode()
+    assert a.content.decode().count("correct username") == b.content.decode().count(
+        "correct username"
+    )
+
+
+def test_a_username_is_locked_after_its_attempts_even_from_many_ips(client, settings):
+    get_user_model().objects.create_user("maint", password="pw-123456789")
+    for i in range(10):
+        assert login(client, "maint", ip=f"198.51.100.{i}").status_code == 200
+    r = login(client, "maint", "pw-123456789", ip="198.51.100.200")
+    assert r.status_code == 429
+    assert "Too many login attempts" in r.content.decode()
+
+
+def test_an_ip_is_locked_after_its_attempts_across_usernames(client):
+    for i in range(20):
+        assert login(client, f"user{i}").status_code == 200
+    assert login(client, "someone-else").status_code == 429
+    assert login(client, "someone-else", ip="203.0.113.10").status_code == 200
+
+
+def test_rate_limit_keys_hold_no_raw_ip_or_username(client):
+    login(client, "maint", ip="203.0.113.77")
+    keys = list(cache.iterkeys("*")) if hasattr(cache, "iterkeys") else []
+    keys += list(getattr(cache, "_cache", {}) or [])
+    for key in map(str, keys):
+        assert "203.0.113.77" not in key and "maint" not in key
