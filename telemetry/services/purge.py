@@ -18,7 +18,10 @@ from telemetry.services import aggregates
 from telemetry.services.locks import job_lock
 from telemetry.services.stats import day_start
 
-DEFAULT_BATCH_SIZE = 10_000
+# Measured with bench/purge.py on PostgreSQL (300k events, 2 shared cores): 10k-row batches
+# back to back pushed ingest p99 to ~6x; 2k rows with a 50 ms breather kept it near 1.7x.
+DEFAULT_BATCH_SIZE = 2_000
+DEFAULT_PAUSE = 0.05
 
 # (model, column compared to the cutoff, whether the cutoff is a date or a datetime)
 _TARGETS = [
@@ -80,7 +83,7 @@ def purge_project(
     project: Project,
     now: dt.datetime,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    pause: float = 0.0,
+    pause: float = DEFAULT_PAUSE,
     progress: Callable[[int], None] | None = None,
 ) -> PurgeCounts:
     """Snapshot the expiring aggregates, then delete expired rows batch by batch.
@@ -115,7 +118,7 @@ def purge(
     now: dt.datetime,
     projects: list[Project] | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    pause: float = 0.0,
+    pause: float = DEFAULT_PAUSE,
     progress: Callable[[int], None] | None = None,
 ) -> list[PurgeCounts]:
     """Purge the given projects (all by default) under the purge lock.
