@@ -22,22 +22,6 @@ class AnyPath:
 
 register_converter(AnyPath, "anypath")
 
-
-class AnyPath:
-    """Like `path:`, but also matching a newline: Django's `.+` stops at one, which sent
-    `/p/<slug>/event%0A` past the front door to the HTML 404 page instead of the contract's own."""
-
-    regex = r"(?s:.+)"
-
-    def to_python(self, value: str) -> str:
-        return value
-
-    def to_url(self, value: str) -> str:
-        return value
-
-
-register_converter(AnyPath, "anypath")
-
 urlpatterns = [
     path("api/v1/events", views.events_view, name="events"),
     path("api/v1/schema", SpectacularAPIView.as_view(), name="schema"),
