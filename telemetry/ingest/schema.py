@@ -64,6 +64,24 @@ def check_timestamp_window(
         raise InvalidEvent(field_name, f"older than the retention window ({retention_days} days)")
 
 
+def storable(value: Any, max_depth: int = 16) -> bool:
+    """No NUL, no lone surrogate (no database text column holds them) and no absurd nesting."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            return False
+        if isinstance(item, str):
+            if "\x00" in item or any("\ud800" <= ch <= "\udfff" for ch in item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend((k, depth) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
 def _depth(value: Any) -> int:
     if isinstance(value, dict):
         return 1 + max((_depth(v) for v in value.values()), default=0)
@@ -141,6 +159,8 @@ def event_from_native(item: Any, *, project: Project, now: dt.datetime) -> Incom
     """Validate one native-API event object (CONTRACTS A3) into an IncomingEvent."""
     if not isinstance(item, dict):
         raise InvalidEvent("event", "must be a JSON object")
+    if not storable(item):
+        raise InvalidEvent("event", "text with NUL or unpaired surrogates, or nested too deep")
     unknown = set(item) - _NATIVE_FIELDS
     if unknown:
         raise InvalidEvent(sorted(unknown)[0], "unknown field")

@@ -237,3 +237,12 @@ def test_responses_are_not_cached(client):
     p = make_project()
     r = post(client, native_event(), p.ingest_key)
     assert r["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("bad", ["nul\u0000byte", "lone \ud800 surrogate"])
+def test_text_no_database_can_hold_is_400_not_503(client, bad):
+    p = make_project()
+    r = post(client, json.dumps(native_event(properties={"s": bad})), p.ingest_key)
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_event"
+    assert Event.objects.count() == 0
