@@ -1,7 +1,9 @@
 """URL map: native API, front doors under /p/<slug>/, health, admin, schema."""
 
 from django.contrib import admin
+from django.http import JsonResponse
 from django.urls import include, path, register_converter
+from django.views.defaults import page_not_found
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from telemetry.api import analytics, views
@@ -21,6 +23,19 @@ class AnyPath:
 
 
 register_converter(AnyPath, "anypath")
+
+
+def not_found(request, exception=None):
+    """API clients get the API's JSON error for a URL that matches no route (a slug that is not a
+    slug, say); people get the HTML page."""
+    if request.path_info.startswith(("/api/", "/p/")):
+        return JsonResponse(
+            {"error": "not_found", "detail": f"no route {request.path_info}"}, status=404
+        )
+    return page_not_found(request, exception)
+
+
+handler404 = not_found
 
 urlpatterns = [
     path("api/v1/events", views.events_view, name="events"),
