@@ -76,7 +76,7 @@ def error(status: int, message: str, *, retry_after: int | None = None) -> HttpR
 
 
 def serve(request: HttpRequest, project: Project, path: str) -> HttpResponse:
-    match = PATH_RE.match(path)
+    match = PATH_RE.fullmatch(path)
     if match is None:
         return error(404, NOT_FOUND)
     if request.method != "POST":
@@ -84,7 +84,7 @@ def serve(request: HttpRequest, project: Project, path: str) -> HttpResponse:
         response["Allow"] = "POST"
         return response
     dataset = match.group(1)
-    if not DATASET_RE.match(dataset):
+    if not DATASET_RE.fullmatch(dataset):
         return error(400, INVALID_DATASET)
     try:
         return _ingest(request, project, dataset)
@@ -254,7 +254,7 @@ def _install_id(value: Any, *, private: bool) -> str:
         value = str(value)
     if not isinstance(value, str) or not value:
         return ""
-    if INSTALL_ID_RE.match(value) and not (private and redact(value) != value):
+    if INSTALL_ID_RE.fullmatch(value) and not (private and redact(value) != value):
         return value
     return hashlib.sha256(f"customer:{value}".encode()).hexdigest()[:32]
 
@@ -266,6 +266,6 @@ def _name(event_type: Any, dataset: str) -> str:
     for candidate in (event_type, dataset):
         if isinstance(candidate, str) and candidate:
             name = _NOT_NAME.sub("_", candidate.strip().lower())[:64]
-            if NAME_RE.match(name):
+            if NAME_RE.fullmatch(name):
                 return name
     return DEFAULT_NAME

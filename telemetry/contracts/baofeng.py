@@ -443,7 +443,7 @@ def _parse_occurred(value: Any) -> dt.datetime | None:
 
 def _install_id(session: str) -> str:
     """The session id when it fits the platform's install-id rule, else a stable 32-hex id."""
-    if INSTALL_ID_RE.match(session):
+    if INSTALL_ID_RE.fullmatch(session):
         return session
     return hashlib.sha256(session.encode()).hexdigest()[:32]
 
@@ -459,4 +459,4 @@ _NOT_NAME = re.compile(r"[^a-z0-9_.:-]+")
 def _event_name(event_type: str) -> str:
     """event_type as an event name; legacy types are lowercased and cleaned, else client_log."""
     name = _NOT_NAME.sub("_", event_type.lower())[:64]
-    return name if NAME_RE.match(name) else "client_log"
+    return name if NAME_RE.fullmatch(name) else "client_log"

@@ -300,7 +300,7 @@ def _batch(request: HttpRequest, project: Project) -> HttpResponse:
     batch_id = body.get("batch_id")
     if batch_id is None:
         batch_id = secrets.token_hex(8)
-    elif not isinstance(batch_id, str) or not BATCH_ID_RE.match(batch_id):
+    elif not isinstance(batch_id, str) or not BATCH_ID_RE.fullmatch(batch_id):
         return error(400, INVALID_BATCH_ID)
     now = timezone.now()
     batch = _reserve(project, batch_id, len(items), now)
@@ -374,7 +374,7 @@ def _batch_status(request: HttpRequest, project: Project, batch_id: str) -> Http
     if refused:
         return refused
     batch = None
-    if BATCH_ID_RE.match(batch_id):
+    if BATCH_ID_RE.fullmatch(batch_id):
         batch = Batch.objects.filter(project=project, batch_id=batch_id).first()
     if batch is None:
         return error(404, BATCH_NOT_FOUND)
@@ -487,7 +487,7 @@ def _install_id(value: Any, *, private: bool) -> str:
         value = str(value)
     if not isinstance(value, str) or not value:
         return ""
-    if INSTALL_ID_RE.match(value) and not (private and redact(value) != value):
+    if INSTALL_ID_RE.fullmatch(value) and not (private and redact(value) != value):
         return value
     return hashlib.sha256(f"device:{value}".encode()).hexdigest()[:32]
 
@@ -496,7 +496,7 @@ def _event_id(correlation: str | None, *, private: bool) -> str:
     """correlation_id is the dedupe key; without one, a fresh id (the result's `key`)."""
     if not correlation:
         return "px_" + secrets.token_hex(16)
-    if EVENT_ID_RE.match(correlation) and not (private and redact(correlation) != correlation):
+    if EVENT_ID_RE.fullmatch(correlation) and not (private and redact(correlation) != correlation):
         return correlation
     return "cid_" + hashlib.sha256(correlation.encode()).hexdigest()[:40]
 
@@ -510,7 +510,7 @@ def _name(category: Any, *, private: bool) -> str:
     if private:
         category = str(redact(category))
     name = _NOT_NAME.sub("_", category.strip().lower())[:64]
-    return name if NAME_RE.match(name) else DEFAULT_NAME
+    return name if NAME_RE.fullmatch(name) else DEFAULT_NAME
 
 
 def _short(value: Any, *, private: bool) -> str:

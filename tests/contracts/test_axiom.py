@@ -16,6 +16,7 @@ from tests.factories import make_project
 pytestmark = pytest.mark.django_db
 
 DATASET = "wm_api_usage"
+INVALID_DATASET = "invalid dataset name: use 1-128 characters of A-Z a-z 0-9 _ . -"
 
 
 @pytest.fixture
@@ -321,3 +322,15 @@ def test_text_no_database_can_store_is_a_failure_not_a_server_error(client, p):
     assert got["failures"][0]["error"] == error
     assert Event.objects.count() == 1
     assert_error(send(client, p, "[" * 200_000), 400, "invalid JSON body")
+
+
+@pytest.mark.parametrize(
+    ("path", "code", "message"),
+    [
+        (f"v1/datasets/{DATASET}/ingest%0A", 404, "not found"),
+        ("v1/datasets/events%0A/ingest", 400, INVALID_DATASET),
+    ],
+)
+def test_a_trailing_newline_is_no_route_and_no_dataset(client, p, path, code, message):
+    r = send(client, p, "[]", path=f"/p/{p.project.slug}/{path}")
+    assert_error(r, code, message)

@@ -616,3 +616,11 @@ def test_nul_in_a_query_filter_or_batch_id_is_a_clean_answer(client, p):
         query(client, p, level="a\u0000"), 400, "Invalid query: level must be text without NUL"
     )
     assert_error(client.get(url(p, "telemetry/batch/a%00b")), 404, "Batch not found")
+
+
+def test_a_trailing_newline_fits_no_id_rule(client, p):
+    post(client, p, "telemetry/ingest", event(device_id="pryx-12345678\n"))
+    install = Event.objects.get().install_id
+    assert len(install) == 32 and "\n" not in install
+    r = post(client, p, "telemetry/batch", {"batch_id": "b-1\n", "events": [event(2)]})
+    assert r.status_code == 400 and Batch.objects.count() == 0
