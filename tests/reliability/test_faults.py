@@ -1,0 +1,214 @@
+"""Faults with real processes: the cache server killed mid-run, the database's connections cut by
+a proxy, the broker absent. Ingest answers 503 with Retry-After (or passes through when failing
+open), writes nothing half-way, and recovers by itself when the service returns.
+"""
+
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from tests.reliability import servers
+
+pytestmark = pytest.mark.slow
+ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+
+def event(**overrides) -> dict:
+    e = {
+        "install_id": f"inst_{uuid.uuid4().hex[:12]}",
+        "name": "app.start",
+        "timestamp": timezone.now().isoformat(),
+        "event_id": f"evt_{uuid.uuid4().hex}",
+    }
+    e.update(overrides)
+    return e
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """A migrated SQLite data dir with one native project, copied by each test."""
+    data = tmp_path_factory.mktemp("faults-template")
+    env = servers.server_env(data)
+    servers.manage(env, "migrate", "--noinput")
+    project = servers.create_project(env, "faulty", "--install-rate", "1000/h")
+    return data, project
+
+
+@pytest.fixture
+def data_dir(template, tmp_path):
+    source, project = template
+    target = tmp_path / "data"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("cache", "gunicorn-*"))
+    return target, project
+
+
+def count_events(data: object) -> int:
+    with sqlite3.connect(data / "db.sqlite3") as db:
+        return db.execute("SELECT count(*) FROM telemetry_event").fetchone()[0]
+
+
+def until(predicate, seconds: float = 10.0):
+    """Call predicate until it returns a truthy value or time runs out; return the last value."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def redis_server():
+    server = servers.RedisServer().start()
+    yield server
+    server.kill()
+
+
+def test_ingest_fails_closed_while_the_cache_server_is_dead_and_recovers(data_dir, redis_server):
+    data, project = data_dir
+    env = servers.server_env(data, REDIS_URL=redis_server.url)
+    with servers.gunicorn(env) as base:
+        url = base + "/api/v1/events"
+        assert servers.post_json(url, event(), project["ingest_key"])[0] == 202
+        redis_server.kill()
+        for payload in (event(), {"events": [event(), event()]}):
+            status, headers, body = servers.post_json(url, payload, project["ingest_key"])
+            assert status == 503
+            assert int(headers["Retry-After"]) > 0
+            assert b'"error": "service_unavailable"' in body
+            assert b"Traceback" not in body
+        assert count_events(data) == 1  # nothing was stored while the limiter was down
+        redis_server.start()  # same port, empty: counters start again
+        ok = until(lambda: servers.post_json(url, event(), project["ingest_key"])[0] == 202)
+        assert ok, "ingest did not recover after the cache came back"
+        assert count_events(data) == 2
+
+
+def test_ingest_passes_through_a_dead_cache_when_failing_open(data_dir, redis_server):
+    data, project = data_dir
+    env = servers.server_env(data, REDIS_URL=redis_server.url, RATELIMIT_FAIL_OPEN="1")
+    with servers.gunicorn(env) as base:
+        url = base + "/api/v1/events"
+        redis_server.kill()
+        status, _, body = servers.post_json(url, event(), project["ingest_key"])
+        assert (status, body) == (202, b'{"accepted": 1, "duplicates": 0, "rejected": []}')
+        assert count_events(data) == 1
+
+
+def test_ingest_never_touches_the_broker(data_dir):
+    data, project = data_dir
+    dead = servers.free_port()
+    env = servers.server_env(data, CELERY_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{dead}//")
+    with servers.gunicorn(env) as base:
+        url = base + "/api/v1/events"
+        started = time.monotonic()
+        statuses = [servers.post_json(url, event(), project["ingest_key"])[0] for _ in range(20)]
+        elapsed = time.monotonic() - started
+        assert statuses == [202] * 20
+        # A broker connection attempt would cost retries and seconds per request.
+        assert elapsed < 10
+        assert servers.http("GET", base + "/readyz")[0] == 200
+    assert count_events(data) == 20
+
+
+# --- the database drops connections (PostgreSQL) -------------------------------------------------
+
+
+@pytest.fixture
+def postgres_behind_proxy(tmp_path):
+    """A dedicated, migrated PostgreSQL database reached through a DroppingProxy."""
+    if not ON_POSTGRES:
+        pytest.skip(
+            "PostgreSQL-backend test: SQLite is a file, there is no connection to drop, and as "
+            "root an unreadable file mode is ignored"
+        )
+    import psycopg
+
+    db = settings.DATABASES["default"]
+    host, port = db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)
+    user = db["USER"] or "postgres"
+    name = f"tm_rel_fault_{uuid.uuid4().hex[:8]}"
+    admin = f"host={host} port={port} user={user} dbname=postgres"
+    if db.get("PASSWORD"):
+        admin += f" password={db['PASSWORD']}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    auth = user + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    direct = f"postgres://{auth}@{host}:{port}/{name}"
+    env = servers.server_env(tmp_path, DATABASE_URL=direct)
+    proxy = servers.DroppingProxy((host, port))
+    try:
+        servers.manage(env, "migrate", "--noinput")
+        project = servers.create_project(env, "faulty", "--install-rate", "100000/h")
+        proxy.start()
+        env["DATABASE_URL"] = f"postgres://{auth}@127.0.0.1:{proxy.port}/{name}"
+
+        def counts() -> tuple[int, ...]:
+            with psycopg.connect(admin.replace("dbname=postgres", f"dbname={name}")) as conn:
+                return tuple(
+                    conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                    for table in (
+                        "telemetry_event",
+                        "telemetry_install",
+                        "telemetry_dailyactivity",
+                    )
+                )
+
+        yield env, project, proxy, counts
+    finally:
+        proxy.stop()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_dropped_database_connections_give_503_write_nothing_and_recover(postgres_behind_proxy):
+    env, project, proxy, counts = postgres_behind_proxy
+    key = project["ingest_key"]
+    with servers.gunicorn(env) as base:
+        url = base + "/api/v1/events"
+        assert servers.post_json(url, event(), key)[0] == 202
+        before = counts()
+        assert before == (1, 1, 1)
+        proxy.stop()  # every open connection is cut, and new ones are refused
+        for payload in (event(), {"events": [event() for _ in range(50)]}):
+            status, headers, body = servers.post_json(url, payload, key)
+            assert status == 503, body
+            assert int(headers["Retry-After"]) > 0
+            assert b"Traceback" not in body
+        assert counts() == before
+        proxy.start()
+        ok = until(lambda: servers.post_json(url, event(), key)[0] == 202)
+        assert ok, "ingest did not recover after the database came back"
+        assert counts() == (2, 2, 2)
+
+
+def test_a_batch_cut_off_mid_write_is_stored_whole_or_not_at_all(postgres_behind_proxy):
+    env, project, proxy, counts = postgres_behind_proxy
+    key = project["ingest_key"]
+    with servers.gunicorn(env) as base:
+        url = base + "/api/v1/events"
+        outcomes = []
+        for delay in (0.0, 0.02, 0.05, 0.1, 0.2):
+            assert until(lambda: servers.post_json(url, event(), key)[0] == 202)
+            before = counts()[0]
+            batch = {"events": [event() for _ in range(1000)]}
+            result = {}
+            sender = threading.Thread(
+                target=lambda b=batch, out=result: out.update(r=servers.post_json(url, b, key))
+            )
+            sender.start()
+            time.sleep(delay)
+            proxy.stop()
+            sender.join(30)
+            proxy.start()
+            status = result["r"][0]
+            stored = counts()[0] - before
+            outcomes.append(status)
+            assert (status, stored) in {(202, 1000), (503, 0)}, (delay, status, stored)
+        assert 503 in outcomes  # the outage was really met (202 alone would prove nothing)
