@@ -44,13 +44,16 @@ def read_body(request: HttpRequest, limit: int) -> bytes:
 
 
 def parse_json(body: bytes) -> Any:
-    """json.loads that rejects NaN/Infinity and bad UTF-8 with ValueError."""
+    """json.loads that rejects NaN/Infinity, bad UTF-8 and absurd nesting with ValueError."""
     text = body.decode("utf-8")  # UnicodeDecodeError is a ValueError
 
     def no_constants(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
 
-    return json.loads(text, parse_constant=no_constants)
+    try:
+        return json.loads(text, parse_constant=no_constants)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def media_type(request: HttpRequest) -> str:

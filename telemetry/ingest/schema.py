@@ -165,15 +165,17 @@ def event_from_native(item: Any, *, project: Project, now: dt.datetime) -> Incom
     if unknown:
         raise InvalidEvent(sorted(unknown)[0], "unknown field")
     install_id = item.get("install_id")
-    if not isinstance(install_id, str) or not INSTALL_ID_RE.match(install_id):
+    if not isinstance(install_id, str) or not INSTALL_ID_RE.fullmatch(install_id):
         raise InvalidEvent("install_id", "required, 8-64 characters of A-Z a-z 0-9 _ -")
     name = item.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidEvent("name", "required, lowercase, matching ^[a-z][a-z0-9_.:-]{0,63}$")
     timestamp = parse_timestamp(item.get("timestamp"))
     check_timestamp_window(timestamp, now=now, retention_days=project.retention_days)
     event_id = item.get("event_id")
-    if event_id is not None and (not isinstance(event_id, str) or not EVENT_ID_RE.match(event_id)):
+    if event_id is not None and (
+        not isinstance(event_id, str) or not EVENT_ID_RE.fullmatch(event_id)
+    ):
         raise InvalidEvent("event_id", "8-64 characters of A-Z a-z 0-9 _ -")
     return IncomingEvent(
         install_id=install_id,

@@ -246,3 +246,17 @@ def test_text_no_database_can_hold_is_400_not_503(client, bad):
     assert r.status_code == 400
     assert r.json()["error"] == "invalid_event"
     assert Event.objects.count() == 0
+
+
+def test_ids_with_a_trailing_newline_are_rejected(client):
+    p = make_project()
+    r = post(client, native_event(install_id="inst_abcd1234\n"), p.ingest_key)
+    assert r.status_code == 400
+    assert r.json()["field"] == "install_id"
+
+
+def test_absurdly_nested_json_is_400(client):
+    p = make_project()
+    r = post(client, "[" * 100_000 + "]" * 100_000, p.ingest_key)
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_json"
