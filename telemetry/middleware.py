@@ -3,12 +3,16 @@
 import logging
 
 from django.conf import settings
+from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.db import DatabaseError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 
 from telemetry.ingest.auth import project_for_host
 
 log = logging.getLogger(__name__)
+
+# Exceptions Django itself turns into 400/403/404 responses: not server failures.
+CLIENT_ERRORS = (Http404, PermissionDenied, SuspiciousOperation, BadRequest)
 
 
 class NeverServerErrorMiddleware:
@@ -27,6 +31,8 @@ class NeverServerErrorMiddleware:
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, CLIENT_ERRORS):
+            return None  # Django answers these with their own 4xx
         if settings.DEBUG and not isinstance(exception, DatabaseError):
             return None
         service = "database" if isinstance(exception, DatabaseError) else "server"

@@ -75,81 +75,75 @@ def ingest(
 
     `limit_key` replaces the client IP as the second rate-limit bucket, for senders that are one
     server behind many users (an API gateway posting with one key).
+
+    The database is the judge of duplicates: events that carry an event_id are inserted first,
+    inside the transaction, so a copy in flight elsewhere makes this insert wait and then
+    conflict. Only what survived that is charged to the rate limits; rows the limits refuse are
+    deleted before commit, so nobody ever sees them.
     """
     now = now or timezone.now()
     outcomes: list[Outcome | None] = [None] * len(events)
-    single = len(events) == 1
     try:
         ip_hash = hash_ip(ip=client_ip, project_id=project.pk, now=now)
-        # One event skips the lookup: a stored copy shows up as an insert conflict (or, when over
-        # the limit, in `_is_stored`), and its quota is refunded. Batches look up all ids at once.
-        fresh = [0] if single else _drop_duplicates(project, events, outcomes)
     except DatabaseError as exc:
         raise _unavailable("database", exc) from exc
-    allowed, hits = _apply_limits(project, events, fresh, outcomes, ip_hash, limit_key)
+    rows = _rows(project, events, ip_hash, now)
+    if len(events) == 1 and not events[0].event_id and connection.vendor == "postgresql":
+        return _ingest_one_without_id(project, events, rows[0], ip_hash, limit_key)
+    fresh: list[int] = []
+    allowed: list[int] = []
+    hits: dict[int, list[str]] = {}
     try:
-        if single and not allowed and events[0].event_id and _is_stored(project, events[0]):
-            outcomes[0] = Outcome(DUPLICATE)  # a duplicate is a success, even over the limit
-        inserted = _store(project, [events[i] for i in allowed], ip_hash, now)
+        with transaction.atomic(), connection.cursor() as cursor:
+            claimed = _claim_event_ids(cursor, events, rows, outcomes)
+            fresh = [i for i, outcome in enumerate(outcomes) if outcome is None]
+            allowed, hits = _apply_limits(project, events, fresh, outcomes, ip_hash, limit_key)
+            keep = set(allowed)
+            refused = [claimed[i] for i in fresh if i in claimed and i not in keep]
+            if refused:
+                cursor.execute(
+                    "DELETE FROM telemetry_event WHERE id IN ("
+                    + ",".join(["%s"] * len(refused))
+                    + ")",
+                    refused,
+                )
+            rest = [rows[i] for i in allowed if i not in claimed]
+            if rest:
+                _insert_rows(cursor, rest)
+            if allowed:
+                _bump_rollups(cursor, project, [events[i] for i in allowed])
     except DatabaseError as exc:
         limits.refund(_sum_hits(hits, fresh))
         raise _unavailable("database", exc) from exc
-    for i, ok in zip(allowed, inserted, strict=True):
-        # not ok: the event_id was stored before (or by a concurrent request) — a duplicate.
-        outcomes[i] = Outcome(ACCEPTED if ok else DUPLICATE)
-    # Counters count stored events only: give back every hit of an event that was not stored.
+    for i in allowed:
+        outcomes[i] = Outcome(ACCEPTED)
+    # Counters count stored events only: give back the hits of refused events.
     limits.refund(_sum_hits(hits, [i for i in fresh if outcomes[i].status != ACCEPTED]))
+    return IngestResult(outcomes=outcomes)  # type: ignore[arg-type]
+
+
+def _ingest_one_without_id(
+    project: Project, events: list[IncomingEvent], row: tuple, ip_hash: str, limit_key: str | None
+) -> IngestResult:
+    """The hot path for one event with no event_id on PostgreSQL: nothing to dedupe, so charge
+    the limits, then store the event and its rollups in a single statement."""
+    outcomes: list[Outcome | None] = [None]
+    allowed, hits = _apply_limits(project, events, [0], outcomes, ip_hash, limit_key)
+    if allowed:
+        try:
+            _store_one_postgres(row, events[0].timestamp.date())
+        except DatabaseError as exc:
+            limits.refund(_sum_hits(hits, [0]))
+            raise _unavailable("database", exc) from exc
+        outcomes[0] = Outcome(ACCEPTED)
+    else:
+        limits.refund(_sum_hits(hits, [0]))
     return IngestResult(outcomes=outcomes)  # type: ignore[arg-type]
 
 
 def _unavailable(service: str, exc: Exception) -> ServiceUnavailable:
     log.warning("ingest: %s unavailable (%s)", service, type(exc).__name__)
     return ServiceUnavailable(service)
-
-
-def _is_stored(project: Project, event: IncomingEvent) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT 1 FROM telemetry_event WHERE project_id = %s AND event_id = %s",
-            [project.pk, event.event_id],
-        )
-        return cursor.fetchone() is not None
-
-
-def _drop_duplicates(
-    project: Project, events: list[IncomingEvent], outcomes: list[Outcome | None]
-) -> list[int]:
-    """Mark events whose event_id is stored already (or repeats within the batch)."""
-    ids = [e.event_id for e in events if e.event_id]
-    known: set[str] = set()
-    if ids and connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT event_id FROM telemetry_event WHERE project_id = %s"
-                " AND event_id = ANY(%s::text[])",
-                [project.pk, ids],
-            )
-            known.update(row[0] for row in cursor.fetchall())
-    elif ids:
-        with connection.cursor() as cursor:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                cursor.execute(
-                    "SELECT event_id FROM telemetry_event WHERE project_id = %s AND event_id IN ("
-                    + ",".join(["%s"] * len(chunk))
-                    + ")",
-                    [project.pk, *chunk],
-                )
-                known.update(row[0] for row in cursor.fetchall())
-    fresh = []
-    for i, e in enumerate(events):
-        if e.event_id and e.event_id in known:
-            outcomes[i] = Outcome(DUPLICATE)
-        else:
-            if e.event_id:
-                known.add(e.event_id)
-            fresh.append(i)
-    return fresh
 
 
 def _sum_hits(hits: dict[int, list[str]], indexes: list[int]) -> dict[str, int]:
@@ -214,41 +208,63 @@ def _apply_limits(
     return passed[:ok], hits
 
 
-def _store(
-    project: Project, events: list[IncomingEvent], ip_hash: str, now: dt.datetime
-) -> list[bool]:
-    """Insert events and bump rollups in one transaction; False where the event_id was taken."""
-    if not events:
-        return []
+def _rows(project: Project, events: list[IncomingEvent], ip_hash: str, now: dt.datetime) -> list:
+    """One telemetry_event row (column order of _EVENT_INSERT) per event."""
     ops = connection.ops
     received = ops.adapt_datetimefield_value(now)
-    rows = []
-    for e in events:
-        properties = redact(e.properties) if project.redact_pii else e.properties
-        rows.append(
-            (
-                project.pk,
-                e.event_id,
-                e.install_id,
-                e.name,
-                ops.adapt_datetimefield_value(e.timestamp),
-                received,
-                e.session_id,
-                e.app_version,
-                e.os,
-                properties,
-                ip_hash,
-            )
+    return [
+        (
+            project.pk,
+            e.event_id,
+            e.install_id,
+            e.name,
+            ops.adapt_datetimefield_value(e.timestamp),
+            received,
+            e.session_id,
+            e.app_version,
+            e.os,
+            redact(e.properties) if project.redact_pii else e.properties,
+            ip_hash,
         )
-    if len(rows) == 1 and connection.vendor == "postgresql":
-        return [_store_one_postgres(rows[0], events[0].timestamp.date())]
-    with transaction.atomic(), connection.cursor() as cursor:
-        stored_ids = _insert_events(cursor, rows)
-        inserted = [e.event_id is None or e.event_id in stored_ids for e in events]
-        kept = [e for e, ok in zip(events, inserted, strict=True) if ok]
-        if kept:
-            _bump_rollups(cursor, project, kept)
-    return inserted
+        for e in events
+    ]
+
+
+def _claim_event_ids(
+    cursor, events: list[IncomingEvent], rows: list, outcomes: list[Outcome | None]
+) -> dict[int, int]:
+    """Insert the events that carry an event_id; mark the rest of their copies DUPLICATE.
+
+    Returns {event index: row id} for the rows inserted. A repeat inside the batch is a duplicate
+    of its first occurrence; one stored before (or by a concurrent request) conflicts.
+    """
+    first: dict[str, int] = {}
+    for i, e in enumerate(events):
+        if e.event_id:
+            if e.event_id in first:
+                outcomes[i] = Outcome(DUPLICATE)
+            else:
+                first[e.event_id] = i
+    if not first:
+        return {}
+    # Sorted by event_id so concurrent batches take unique-index locks in one order (no deadlock).
+    order = sorted(first.values(), key=lambda i: events[i].event_id)
+    stored: dict[str, int] = {}
+    for source, params in _row_chunks([rows[i] for i in order], _EVENT_TYPES):
+        cursor.execute(_EVENT_INSERT.format(source=source) + " RETURNING event_id, id", params)
+        stored.update(cursor.fetchall())
+    claimed = {}
+    for event_id, i in first.items():
+        if event_id in stored:
+            claimed[i] = stored[event_id]
+        else:
+            outcomes[i] = Outcome(DUPLICATE)
+    return claimed
+
+
+def _insert_rows(cursor, rows: list) -> None:
+    for source, params in _row_chunks(rows, _EVENT_TYPES):
+        cursor.execute(_EVENT_INSERT.format(source=source), params)
 
 
 _EVENT_INSERT = """
@@ -260,10 +276,9 @@ ON CONFLICT (project_id, event_id) WHERE event_id IS NOT NULL DO NOTHING
 
 
 def _store_one_postgres(row: tuple, day: dt.date) -> bool:
-    """The hot path: one event and its three rollups in a single statement, one round trip.
+    """One event and its three rollups in a single statement: one round trip, atomic.
 
-    Writable CTEs run as one atomic statement; the rollups select from the inserted row, so a
-    conflicting (duplicate) event_id inserts nothing and bumps nothing.
+    The rollups select from the inserted row, so an insert that conflicts bumps nothing.
     """
     sql = (
         "WITH ev AS ("
@@ -288,16 +303,6 @@ def _store_one_postgres(row: tuple, day: dt.date) -> bool:
         params[9] = _dumps(params[9])
         cursor.execute(sql, [*params, day, day])
         return cursor.fetchone()[0] == 1
-
-
-def _insert_events(cursor, rows: list[tuple]) -> set[str]:
-    # Sorted by event_id so concurrent batches take unique-index locks in one order (no deadlock).
-    rows = sorted(rows, key=lambda r: r[1] or "")
-    stored: set[str] = set()
-    for source, params in _row_chunks(rows, _EVENT_TYPES):
-        cursor.execute(_EVENT_INSERT.format(source=source) + " RETURNING event_id", params)
-        stored.update(r[0] for r in cursor.fetchall() if r[0] is not None)
-    return stored
 
 
 # PostgreSQL column types, for batches sent as one array per column (see _row_chunks).

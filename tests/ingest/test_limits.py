@@ -174,3 +174,15 @@ def test_fail_open_accepts_when_the_cache_is_unreachable(client):
     r = post(client, native_event(), p.ingest_key)
     assert r.status_code == 202
     assert Event.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_copies_of_one_event_are_never_rate_limited():
+    p = make_project(install_rate="2/h")
+    event = native_event(install_id="inst_copies01")
+    bodies = burst(30, lambda i: post(Client(), event, p.ingest_key).json())
+    assert sum(b.get("accepted", 0) for b in bodies) == 1
+    assert sum(b.get("duplicates", 0) for b in bodies) == 29
+    assert Event.objects.count() == 1
+    # The copies used no quota: one more distinct event still fits the limit of two.
+    assert post(Client(), native_event(install_id="inst_copies01"), p.ingest_key).status_code == 202
