@@ -26,6 +26,7 @@ from telemetry.ingest.schema import (
     IncomingEvent,
     InvalidEvent,
     check_timestamp_window,
+    storable,
     validate_properties,
 )
 from telemetry.models import Project
@@ -189,7 +190,7 @@ def _event(item: Any, *, project: Project, dataset: str, now: dt.datetime) -> In
         raise InvalidEvent("event", "must be a JSON object")
     if "dataset" in item:
         raise InvalidEvent("dataset", "reserved, the dataset is named by the URL")
-    if not _storable(item):
+    if not storable(item):
         raise InvalidEvent("event", "text with NUL or a lone surrogate cannot be stored")
     timestamp = _time(item.get("_time"), now=now)
     check_timestamp_window(
@@ -222,24 +223,6 @@ def _time(value: Any, *, now: dt.datetime) -> dt.datetime:
     except (OverflowError, OSError, ValueError):
         pass
     raise InvalidEvent("_time", "RFC 3339 string or epoch number (s, ms, µs or ns)")
-
-
-def _storable(value: Any, max_depth: int = 16) -> bool:
-    """No NUL, no lone surrogate (no database text holds them) and no absurd nesting."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > max_depth:
-            return False
-        if isinstance(item, str):
-            if "\x00" in item or any("\ud800" <= ch <= "\udfff" for ch in item):
-                return False
-        elif isinstance(item, dict):
-            stack.extend((k, depth) for k in item)
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return True
 
 
 def _failure(item: Any, message: str, now: dt.datetime) -> dict[str, str]:

@@ -26,6 +26,7 @@ from telemetry.ingest.schema import (
     IncomingEvent,
     InvalidEvent,
     check_timestamp_window,
+    storable,
 )
 from telemetry.models import Event, Project
 
@@ -174,7 +175,7 @@ def _increment(request: HttpRequest, project: Project) -> HttpResponse:
         return body
     session = body.get("sessionId") if isinstance(body, dict) else None
     session = _text(session, SESSION_MAX)
-    if session is None or not _storable(session):
+    if session is None or not storable(session):
         return error(400, INVALID_FIELDS)
     now = timezone.now()
     event = IncomingEvent(
@@ -241,7 +242,7 @@ def _sanitise(body: Any, *, legacy: bool) -> dict[str, Any]:
         "log_lines": _log_lines(body.get("log_lines_json")),
         "metadata": _metadata(body.get("metadata_json")),
     }
-    if not _storable(record):
+    if not storable(record):
         raise Invalid
     return {**record, "_occurred": occurred}
 
@@ -401,24 +402,6 @@ def _json_string(value: Any) -> Any:
         return parse_json(value.encode())
     except (ValueError, RecursionError):
         raise Invalid from None
-
-
-def _storable(value: Any, max_depth: int = 16) -> bool:
-    """No NUL, no lone surrogate (no database text holds them) and no absurd nesting."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > max_depth:
-            return False
-        if isinstance(item, str):
-            if "\x00" in item or any("\ud800" <= ch <= "\udfff" for ch in item):
-                return False
-        elif isinstance(item, dict):
-            stack.extend((k, depth) for k in item)
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return True
 
 
 def _parse_occurred(value: Any) -> dt.datetime | None:

@@ -28,6 +28,7 @@ from telemetry.ingest.schema import (
     IncomingEvent,
     InvalidEvent,
     check_timestamp_window,
+    storable,
     validate_properties,
 )
 from telemetry.models import Batch, Event, Project
@@ -406,7 +407,7 @@ def _query(request: HttpRequest, project: Project) -> HttpResponse:
         return error(400, INVALID_QUERY.format(name=bad))
     for name in QUERY_FILTERS:
         value = request.GET.get(name)
-        if value is not None and not _storable(value):
+        if value is not None and not storable(value):
             return error(400, INVALID_FILTER.format(name=name))
         if value is not None:
             events = events.filter(**{f"properties__{name}": value})
@@ -462,7 +463,7 @@ def _event(
         value = item.get(key)
         if isinstance(value, dict | list):
             raise InvalidEvent(key, "must be a string, number, boolean or null")
-    if not _storable(item):
+    if not storable(item):
         raise InvalidEvent("event", "text with NUL or a lone surrogate cannot be stored")
     correlation = item.get("correlation_id")
     if correlation is not None and not isinstance(correlation, str):
@@ -541,24 +542,6 @@ def _timestamp(value: Any, *, project: Project, now: dt.datetime) -> dt.datetime
     except InvalidEvent:
         return now
     return parsed
-
-
-def _storable(value: Any, max_depth: int = 16) -> bool:
-    """No NUL, no lone surrogate (no database text holds them) and no absurd nesting."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > max_depth:
-            return False
-        if isinstance(item, str):
-            if "\x00" in item or any("\ud800" <= ch <= "\udfff" for ch in item):
-                return False
-        elif isinstance(item, dict):
-            stack.extend((k, depth) for k in item)
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return True
 
 
 def _ms(moment: dt.datetime) -> int:

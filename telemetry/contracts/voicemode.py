@@ -18,7 +18,7 @@ from django.utils import timezone
 from telemetry.http import BodyTooLarge, BodyUnreadable, parse_json, read_body
 from telemetry.ingest import pipeline
 from telemetry.ingest.privacy import client_ip
-from telemetry.ingest.schema import IncomingEvent
+from telemetry.ingest.schema import IncomingEvent, storable
 from telemetry.models import Project
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,6 @@ CORS = {
 # A real report is one or two kilobytes; the worker had no cap, we keep a generous one.
 MAX_BODY = 64 * 1024
 # Nesting the client never sends; deeper bodies are refused before anything walks them.
-MAX_DEPTH = 16
 MAX_ID = 64  # event_id, environment.os and environment.version share the stored columns' width
 FUTURE_SLACK = dt.timedelta(days=1)
 MAX_AGE = dt.timedelta(days=90)
@@ -105,24 +104,6 @@ def _js_falsy(value: Any) -> bool:
     if value is None or value is False or value == "":
         return True
     return isinstance(value, int | float) and not isinstance(value, bool) and value == 0
-
-
-def _storable(value: Any) -> bool:
-    """No NUL, no lone surrogate (neither fits a database text) and no absurd nesting."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return False
-        if isinstance(item, str):
-            if "\x00" in item or any("\ud800" <= ch <= "\udfff" for ch in item):
-                return False
-        elif isinstance(item, dict):
-            stack.extend((k, depth) for k in item)
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return True
 
 
 def _timestamp(value: Any, now: dt.datetime) -> dt.datetime:
@@ -202,7 +183,7 @@ def handle_telemetry(request: HttpRequest, project: Project) -> HttpResponse:
         payload = parse_json(body)
     except (ValueError, RecursionError):
         return respond(400, {"error": INVALID_JSON})
-    if not _storable(payload):
+    if not storable(payload):
         return respond(400, {"error": INVALID_JSON})
     now = timezone.now()
     try:

@@ -2,15 +2,14 @@
 
 import datetime as dt
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connections
 from django.test import Client, override_settings
 from django.utils import timezone
 
 from telemetry.ingest.auth import add_ingest_key
 from telemetry.models import Event
+from tests.concurrency import burst
 from tests.factories import make_project
 
 pytestmark = pytest.mark.django_db
@@ -257,17 +256,6 @@ def test_limits_are_per_key_not_per_ip(client):
     r = send(client, p, [request_event()], key=second_key, REMOTE_ADDR="192.0.2.1")
     assert r.json()["ingested"] == 1
     assert Event.objects.count() == 4
-
-
-def burst(n, send_one):
-    def one(i):
-        try:
-            return send_one(i)
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(one, range(n)))
 
 
 @pytest.mark.django_db(transaction=True)

@@ -2,15 +2,14 @@
 
 import datetime as dt
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connections
 from django.test import Client, override_settings
 from django.utils import timezone
 
 from telemetry.ingest.auth import forget_projects
 from telemetry.models import Event, Install
+from tests.concurrency import burst
 from tests.factories import make_project
 
 pytestmark = pytest.mark.django_db
@@ -470,17 +469,6 @@ def test_the_projects_hostname_serves_the_worker_at_the_root_path(client):
 
 
 # --- concurrency ------------------------------------------------------------------------------
-
-
-def burst(n, send):
-    def one(i):
-        try:
-            return send(i)
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(one, range(n)))
 
 
 @pytest.mark.django_db(transaction=True)

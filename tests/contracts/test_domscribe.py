@@ -4,14 +4,13 @@ import datetime as dt
 import io
 import json
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connections
 from django.test import Client, override_settings
 
 from telemetry.contracts import domscribe
 from telemetry.models import DailyActivity, Event, Install, Project
+from tests.concurrency import burst
 from tests.factories import make_project
 
 SECURITY = {
@@ -53,19 +52,6 @@ def assert_text(response, status, body):
     assert response["Content-Type"] == TEXT
     for name, value in SECURITY.items():
         assert response[name] == value
-
-
-def burst(n, send):
-    """Run `send(i)` from n threads at once; every thread closes its own DB connection."""
-
-    def one(i):
-        try:
-            return send(i)
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(one, range(n)))
 
 
 def dom_project(**kwargs):

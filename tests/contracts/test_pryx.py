@@ -3,15 +3,14 @@ the runtime's log batches, the optional Bearer key and bad input on every route.
 
 import datetime as dt
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connections
 from django.test import Client, override_settings
 from django.utils import timezone
 
 from telemetry.ingest.auth import forget_projects
 from telemetry.models import Batch, Event
+from tests.concurrency import burst
 from tests.factories import make_project
 
 pytestmark = pytest.mark.django_db
@@ -364,17 +363,6 @@ def test_a_store_outage_is_503_and_leaves_no_batch_behind(client, p):
     assert int(r["Retry-After"]) > 0
     assert_error(post(client, p, "telemetry/ingest", event()), 503, "telemetry_store_unavailable")
     assert Event.objects.count() == 0 and Batch.objects.count() == 0
-
-
-def burst(n, send):
-    def one(i):
-        try:
-            return send(i)
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(one, range(n)))
 
 
 @pytest.mark.django_db(transaction=True)

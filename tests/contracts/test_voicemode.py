@@ -5,16 +5,15 @@ import hashlib
 import io
 import json
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connections
 from django.test import Client, override_settings
 from django.utils import timezone
 
 from telemetry.contracts import voicemode
 from telemetry.models import DailyActivity, Event, Install
 from telemetry.services.projects import create_project
+from tests.concurrency import burst
 from tests.factories import make_project
 
 CORS = {
@@ -81,19 +80,6 @@ def assert_not_found(response):
     assert response["Content-Type"].startswith("text/plain")
     for name, value in CORS.items():
         assert response[name] == value
-
-
-def burst(n, send):
-    """Run `send(i)` from n threads at once; every thread closes its own DB connection."""
-
-    def one(i):
-        try:
-            return send(i)
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(one, range(n)))
 
 
 def vm_project(**kwargs):

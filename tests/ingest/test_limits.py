@@ -1,13 +1,12 @@
 """Rate limits per install id and per client IP: exact, refund-aware, honest Retry-After."""
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connections
 from django.test import Client, override_settings
 
 from telemetry.models import Event
+from tests.concurrency import burst
 from tests.factories import make_project, native_event
 
 URL = "/api/v1/events"
@@ -21,19 +20,6 @@ def post(client, event, key, ip="203.0.113.7"):
         HTTP_AUTHORIZATION=f"Bearer {key}",
         REMOTE_ADDR=ip,
     )
-
-
-def burst(n, send):
-    """Run `send(i)` from n threads at once; every thread closes its own DB connection."""
-
-    def one(i):
-        try:
-            return send(i)
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(one, range(n)))
 
 
 @pytest.mark.django_db(transaction=True)
