@@ -10,6 +10,7 @@ by adding it there.
 
 import datetime as dt
 import json
+import os
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -309,6 +310,19 @@ def requests(door: Door, *, ingest_key: str, operator_token: str, origin: str):
         return Request(method, path, body, content_type, headers)
 
     return build()
+
+
+def cases(default: int) -> int:
+    """Cases per target: the bounded CI default, or bench/fuzz.py's TM_FUZZ_CASES."""
+    return int(os.environ.get("TM_FUZZ_CASES", default))
+
+
+def record(target: str, sent: int) -> None:
+    """Append a target's case count to bench/fuzz.py's report file, when it asked for one."""
+    path = os.environ.get("TM_FUZZ_REPORT")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"target": target, "cases": sent}) + "\n")
 
 
 # --- The pass rule -------------------------------------------------------------------------------
