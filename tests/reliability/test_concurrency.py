@@ -7,31 +7,17 @@ week. Axiom events carry no event id, so there is nothing to dedupe.)
 
 import json
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
 from telemetry.models import Event
+from tests.concurrency import burst
 from tests.factories import make_project
 
 N = 50
 LIMIT = 7
-
-
-def burst(send):
-    """Run `send(i)` from N threads at once; every thread closes its own DB connection."""
-
-    def one(i):
-        try:
-            return send(i)
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=N) as pool:
-        return list(pool.map(one, range(N)))
 
 
 def post(contract: str, p, *, install: str, ip: str, event_id: str | None = None):
@@ -77,7 +63,9 @@ def post(contract: str, p, *, install: str, ip: str, event_id: str | None = None
 @pytest.mark.parametrize("contract", ["voicemode", "pryx"])
 def test_fifty_concurrent_events_from_one_ip_accept_exactly_the_ip_limit(contract):
     p = make_project(contract=contract, install_rate="1000/h", ip_rate=f"{LIMIT}/h")
-    statuses = burst(lambda i: post(contract, p, install=_install(contract, i), ip="203.0.113.50"))
+    statuses = burst(
+        N, lambda i: post(contract, p, install=_install(contract, i), ip="203.0.113.50")
+    )
     assert statuses.count(200) == LIMIT, statuses
     assert statuses.count(429) == N - LIMIT
     assert Event.objects.count() == LIMIT
@@ -88,7 +76,7 @@ def test_fifty_concurrent_events_from_one_ip_accept_exactly_the_ip_limit(contrac
 def test_fifty_concurrent_events_of_one_install_accept_exactly_the_install_limit(contract):
     p = make_project(contract=contract, install_rate=f"{LIMIT}/h", ip_rate="100000/h")
     install = _install(contract, 0)
-    statuses = burst(lambda i: post(contract, p, install=install, ip=f"198.51.100.{i + 1}"))
+    statuses = burst(N, lambda i: post(contract, p, install=install, ip=f"198.51.100.{i + 1}"))
     assert statuses.count(200) == LIMIT, statuses
     assert statuses.count(429) == N - LIMIT
     assert Event.objects.count() == LIMIT
@@ -99,9 +87,10 @@ def test_fifty_concurrent_copies_of_one_pryx_event_are_stored_once():
     p = make_project(contract="pryx")
     event_id = uuid.uuid4().hex
     statuses = burst(
+        N,
         lambda i: post(
             "pryx", p, install="dev_00000001", ip=f"198.51.100.{i + 1}", event_id=event_id
-        )
+        ),
     )
     assert statuses == [200] * N
     assert Event.objects.count() == 1
