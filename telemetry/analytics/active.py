@@ -25,7 +25,14 @@ from telemetry.analytics.periods import (
     periods,
     utc_date_sql,
 )
-from telemetry.models import CohortSummary, DailyActivity, DailyCount, DailySummary, Project
+from telemetry.models import (
+    CohortSummary,
+    DailyActivity,
+    DailyCount,
+    DailySummary,
+    PeriodActivity,
+    Project,
+)
 
 
 @dataclass
@@ -69,12 +76,22 @@ def active_counts(
     *, project: Project, start: dt.date, end: dt.date, interval: str
 ) -> dict[dt.date, int]:
     """Distinct installs with activity per period start, for periods in [start, end]."""
-    bucket = bucket_sql("day", interval)
-    rows = _rows(
-        f"SELECT {bucket} AS p, COUNT(DISTINCT install_id) FROM telemetry_dailyactivity"
-        " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY 1",
-        [project.pk, db_date(start), db_date(end)],
-    )
+    if interval == DAY:
+        # One row per (install, day): counting rows is counting installs.
+        sql = (
+            "SELECT day, COUNT(*) FROM telemetry_dailyactivity"
+            " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY 1"
+        )
+        params = [project.pk, db_date(start), db_date(end)]
+    else:
+        # Weeks and months: the PeriodActivity rows, one per install and period.
+        sql = (
+            "SELECT start, COUNT(*) FROM telemetry_periodactivity"
+            " WHERE project_id = %s AND period = %s AND start >= %s AND start <= %s GROUP BY 1"
+        )
+        kind = PeriodActivity.WEEK if interval == WEEK else PeriodActivity.MONTH
+        params = [project.pk, kind, db_date(period_start(start, interval)), db_date(end)]
+    rows = _rows(sql, params)
     return {as_date(p): n for p, n in rows}
 
 

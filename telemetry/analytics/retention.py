@@ -20,7 +20,7 @@ from telemetry.analytics.periods import (
     today,
     utc_date_sql,
 )
-from telemetry.models import CohortSummary, DailyActivity, Project
+from telemetry.models import CohortSummary, DailyActivity, PeriodActivity, Project
 
 MAX_COHORTS = {WEEK: 52, DAY: 90}
 DEFAULT_COHORTS = {WEEK: 12, DAY: 30}
@@ -55,14 +55,17 @@ def retention(*, project: Project, period: str, cohorts: int, now: dt.datetime) 
     first = current - step * (cohorts - 1)
     until = current + step  # exclusive
     cohort_sql = bucket_sql(utc_date_sql("i.first_seen"), period)
-    activity_sql = bucket_sql("a.day", period)
-    # A (install, day) activity row is unique, so daily cells need no DISTINCT.
-    counted = "COUNT(*)" if period == DAY else "COUNT(DISTINCT a.install_id)"
+    # One activity row per (install, day) or (install, week): every cell is a plain COUNT(*).
+    if period == DAY:
+        source, day_column, kind = "telemetry_dailyactivity a", "a.day", ""
+    else:
+        source, day_column = "telemetry_periodactivity a", "a.start"
+        kind = f" AND a.period = '{PeriodActivity.WEEK}'"
     sql = (
-        f"SELECT {cohort_sql} AS c, {activity_sql} AS p, {counted}"
-        " FROM telemetry_dailyactivity a JOIN telemetry_install i"
+        f"SELECT {cohort_sql} AS c, {day_column} AS p, COUNT(*)"
+        f" FROM {source} JOIN telemetry_install i"
         " ON i.project_id = a.project_id AND i.install_id = a.install_id"
-        " WHERE a.project_id = %s AND a.day >= %s AND a.day < %s"
+        f" WHERE a.project_id = %s{kind} AND {day_column} >= %s AND {day_column} < %s"
         " AND i.first_seen >= %s AND i.first_seen < %s GROUP BY 1, 2"
     )
     params = [

@@ -18,7 +18,7 @@ from django.utils import timezone
 from telemetry.ingest import limits
 from telemetry.ingest.privacy import hash_ip, redact
 from telemetry.ingest.schema import IncomingEvent
-from telemetry.models import Project
+from telemetry.models import PeriodActivity, Project
 
 log = logging.getLogger(__name__)
 
@@ -296,12 +296,18 @@ def _store_one_postgres(row: tuple, day: dt.date) -> bool:
         )
         + "), cnt AS ("
         + _COUNT_UPSERT.format(source="SELECT project_id, %s::date, name, 1 FROM ev")
+        + "), per AS ("
+        + _PERIOD_INSERT.format(
+            source="SELECT project_id, install_id, 'w', %s::date FROM ev WHERE install_id <> ''"
+            " UNION ALL SELECT project_id, install_id, 'm', %s::date FROM ev"
+            " WHERE install_id <> ''"
+        )
         + ") SELECT count(*) FROM ev"
     )
     with connection.cursor() as cursor:
         params = list(row)
         params[9] = _dumps(params[9])
-        cursor.execute(sql, [*params, day, day])
+        cursor.execute(sql, [*params, day, day, week_start(day), day.replace(day=1)])
         return cursor.fetchone()[0] == 1
 
 
@@ -321,6 +327,7 @@ _EVENT_TYPES = [
 ]
 _INSTALL_TYPES = ["bigint", "text", "timestamptz", "timestamptz", "text", "text", "text", "bigint"]
 _ACTIVITY_TYPES = ["bigint", "text", "date", "int", "text", "text"]
+_PERIOD_TYPES = ["bigint", "text", "text", "date"]
 _COUNT_TYPES = ["bigint", "date", "text", "bigint"]
 
 
@@ -390,6 +397,11 @@ ON CONFLICT (project_id, install_id, day) DO UPDATE SET
     os = CASE WHEN excluded.os <> '' THEN excluded.os ELSE telemetry_dailyactivity.os END
 """
 
+_PERIOD_INSERT = """
+INSERT INTO telemetry_periodactivity (project_id, install_id, period, start) {source}
+ON CONFLICT (project_id, period, start, install_id) DO NOTHING
+"""
+
 _COUNT_UPSERT = """
 INSERT INTO telemetry_dailycount (project_id, day, name, events) {source}
 ON CONFLICT (project_id, day, name) DO UPDATE SET
@@ -397,10 +409,40 @@ ON CONFLICT (project_id, day, name) DO UPDATE SET
 """
 
 
+def week_start(day: dt.date) -> dt.date:
+    return day - dt.timedelta(days=day.weekday())
+
+
+def period_rows_sql(vendor: str) -> str:
+    """SELECT of every (project, install, 'w'|'m', start) implied by telemetry_dailyactivity,
+    for rebuilding PeriodActivity from the daily rows (migration backfill, demo data)."""
+    if vendor == "postgresql":
+        week = "a.day - (EXTRACT(ISODOW FROM a.day)::int - 1)"
+        month = "date_trunc('month', a.day)::date"
+    else:
+        week = "date(a.day, '-' || ((CAST(strftime('%w', a.day) AS INTEGER) + 6) % 7) || ' days')"
+        month = "date(a.day, 'start of month')"
+    return (
+        f"SELECT DISTINCT a.project_id, a.install_id, 'w', {week} FROM telemetry_dailyactivity a"
+        " WHERE a.project_id = %s"
+        f" UNION SELECT DISTINCT a.project_id, a.install_id, 'm', {month}"
+        " FROM telemetry_dailyactivity a WHERE a.project_id = %s"
+    )
+
+
+def rebuild_period_activity(*, project: Project) -> None:
+    """Derive the project's PeriodActivity rows from its DailyActivity rows (idempotent)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _PERIOD_INSERT.format(source=period_rows_sql(connection.vendor) + " AND TRUE"),
+            [project.pk, project.pk],
+        )
+
+
 def _upsert(cursor, sql: str, rows: list[tuple], pg_types: list[str]) -> None:
     """Run a multi-row upsert; rows are unique by conflict key (PostgreSQL insists) and sorted
     by it, so concurrent batches lock rollup rows in one order and cannot deadlock."""
-    rows = sorted(rows, key=lambda r: r[:3])
+    rows = sorted(rows)
     for source, params in _row_chunks(rows, pg_types):
         cursor.execute(sql.format(source=source), params)
 
@@ -473,6 +515,16 @@ def _bump_rollups(cursor, project: Project, events: list[IncomingEvent]) -> None
                 for (install_id, day), (n, version, os_name) in activity.items()
             ],
             _ACTIVITY_TYPES,
+        )
+        periods = set()
+        for install_id, day in activity:
+            periods.add((install_id, PeriodActivity.WEEK, week_start(day)))
+            periods.add((install_id, PeriodActivity.MONTH, day.replace(day=1)))
+        _upsert(
+            cursor,
+            _PERIOD_INSERT,
+            [(project.pk, i, kind, ops.adapt_datefield_value(start)) for i, kind, start in periods],
+            _PERIOD_TYPES,
         )
     _upsert(
         cursor,

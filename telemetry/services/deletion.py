@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from django.db import connection, transaction
 
-from telemetry.models import DailyActivity, Event, Install, Project
+from telemetry.models import DailyActivity, Event, Install, PeriodActivity, Project
 
 BATCH_SIZE = 5_000
 
@@ -50,6 +50,9 @@ def delete_install(*, project: Project, install_id: str) -> Deleted:
     deleted.counts["events"] = _delete_events(project, install_id)
     with transaction.atomic():
         deleted.counts["daily_activity"], _ = DailyActivity.objects.filter(
+            project=project, install_id=install_id
+        ).delete()
+        deleted.counts["period_activity"], _ = PeriodActivity.objects.filter(
             project=project, install_id=install_id
         ).delete()
         deleted.counts["installs"], _ = Install.objects.filter(

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from django.db import connection, transaction
 
-from telemetry.models import DailyActivity, DailyCount, Event, Install, Project
+from telemetry.ingest.pipeline import rebuild_period_activity
+from telemetry.models import DailyActivity, DailyCount, Event, Install, PeriodActivity, Project
 
 OS_MIX = [("linux", "Linux", 0.46), ("darwin", "Darwin", 0.36), ("windows", "Windows", 0.18)]
 NAMES = [("session.start", 0.3), ("command.run", 0.42), ("tts.request", 0.2), ("app.start", 0.06)]
@@ -121,7 +122,7 @@ def seed_demo(
     """
     if installs < 1 or events < installs or days < 1:
         raise ValueError("need installs >= 1, events >= installs and days >= 1")
-    tables = (Event, Install, DailyActivity, DailyCount)
+    tables = (Event, Install, DailyActivity, PeriodActivity, DailyCount)
     rng = random.Random(seed)
     today = now.astimezone(dt.UTC).date()
     first_day = today - dt.timedelta(days=days - 1)
@@ -228,6 +229,7 @@ def seed_demo(
                     (project.pk, day, name, n),
                 )
             writer.flush()
+            rebuild_period_activity(project=project)
     return Seeded(installs=installs, events=total, activity_rows=rows_activity, days=days)
 
 

@@ -96,6 +96,8 @@ def test_purge_dry_run_prints_counts_and_changes_nothing():
             "events": 2,
             "daily_activity": 1,
             "installs": 1,
+            "period_activity": 2,
+            "batches": 0,
         }
     ]
     assert row_counts() == before
@@ -108,7 +110,7 @@ def test_purge_deletes_and_records_a_task_run():
     assert f"{p.slug}: deleted 2 events, 1 activity rows, 1 installs" in out
     assert row_counts() == (1, 1, 1)
     task = TaskRun.objects.get()
-    assert (task.task, task.ok, task.rows) == ("purge", True, 4)
+    assert (task.task, task.ok, task.rows) == ("purge", True, 6)
 
 
 def test_purge_of_an_unknown_project_exits_1_and_changes_nothing():
@@ -174,6 +176,7 @@ def test_delete_install_prints_what_it_deleted():
         "install_id": "inst_old_00001",
         "events": 2,
         "daily_activity": 1,
+        "period_activity": 2,
         "installs": 1,
     }
     assert row_counts() == (1, 1, 1)

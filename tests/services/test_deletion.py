@@ -19,7 +19,7 @@ def test_it_deletes_every_row_of_the_install_only():
     ingest_at(p, WHEN + dt.timedelta(days=1), "inst_gone_0001")
     ingest_at(p, WHEN, "inst_stay_0001")
     deleted = delete_install(project=p, install_id="inst_gone_0001")
-    assert deleted.counts == {"events": 4, "daily_activity": 2, "installs": 1}
+    assert deleted.counts == {"events": 4, "daily_activity": 2, "period_activity": 2, "installs": 1}
     assert set(Event.objects.values_list("install_id", flat=True)) == {"inst_stay_0001"}
     assert set(DailyActivity.objects.values_list("install_id", flat=True)) == {"inst_stay_0001"}
     assert set(Install.objects.values_list("install_id", flat=True)) == {"inst_stay_0001"}

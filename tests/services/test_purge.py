@@ -37,7 +37,13 @@ def project_with_history(retention_days=30):
 def test_it_deletes_expired_events_activity_and_installs_and_keeps_recent_ones():
     p = project_with_history()
     result = purge.purge(now=NOW)
-    assert result[0].deleted == {"events": 6, "daily_activity": 3, "installs": 2}
+    assert result[0].deleted == {
+        "events": 6,
+        "daily_activity": 3,
+        "installs": 2,
+        "period_activity": 6,
+        "batches": 0,
+    }
     assert Event.objects.filter(project=p).count() == 2
     assert set(Event.objects.values_list("received_at", flat=True)) == {RECENT}
     assert sorted(Install.objects.values_list("install_id", flat=True)) == [
@@ -94,7 +100,13 @@ def test_it_purges_only_the_project_asked_for():
 def test_tiny_batches_delete_exactly_what_one_batch_would():
     p = project_with_history()
     result = purge.purge(now=NOW, batch_size=1)
-    assert result[0].deleted == {"events": 6, "daily_activity": 3, "installs": 2}
+    assert result[0].deleted == {
+        "events": 6,
+        "daily_activity": 3,
+        "installs": 2,
+        "period_activity": 6,
+        "batches": 0,
+    }
     assert Event.objects.filter(project=p).count() == 2
 
 
@@ -104,7 +116,13 @@ def test_a_second_run_changes_nothing():
     summaries = list(DailySummary.objects.values())
     cohorts = list(CohortSummary.objects.values())
     again = purge.purge(now=NOW)
-    assert again[0].deleted == {"events": 0, "daily_activity": 0, "installs": 0}
+    assert again[0].deleted == {
+        "events": 0,
+        "daily_activity": 0,
+        "installs": 0,
+        "period_activity": 0,
+        "batches": 0,
+    }
     assert again[0].summaries == 0
     assert list(DailySummary.objects.values()) == summaries
     assert list(CohortSummary.objects.values()) == cohorts

@@ -17,6 +17,7 @@ from telemetry.models import (
     DailySummary,
     Event,
     Install,
+    PeriodActivity,
     TaskRun,
 )
 from telemetry.services import purge
@@ -24,7 +25,7 @@ from telemetry.services.locks import LockBusy
 from tests.factories import ingest_at, make_project, shared_database_url
 
 NOW = dt.datetime(2025, 6, 15, 12, 0, tzinfo=dt.UTC)
-CHANGED = [Event, Install, DailyActivity, DailyCount, DailySummary, CohortSummary]
+CHANGED = [Event, Install, DailyActivity, PeriodActivity, DailyCount, DailySummary, CohortSummary]
 
 PURGE_SCRIPT = """
 import datetime as dt, os, django
