@@ -12,6 +12,7 @@ from telemetry.models import (
     IngestKey,
     Install,
     IpSalt,
+    PeriodActivity,
     Project,
     TaskRun,
 )
@@ -126,6 +127,14 @@ class DailyActivityAdmin(ReadOnlyAdmin):
     list_filter = ["project"]
     search_fields = ["install_id"]
     date_hierarchy = "day"
+    show_full_result_count = False
+
+
+@admin.register(PeriodActivity)
+class PeriodActivityAdmin(ReadOnlyAdmin):
+    list_display = ["start", "period", "install_id", "project"]
+    list_filter = ["project", "period"]
+    search_fields = ["install_id"]
     show_full_result_count = False
 
 
