@@ -224,3 +224,91 @@ class DroppingProxy:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+
+
+# Every front door's success status, for a valid request built by `valid_request`.
+SUCCESS = {
+    "native": 202,
+    "voicemode": 200,
+    "domscribe": 204,
+    "baofeng": 200,
+    "pryx": 200,
+    "axiom": 200,
+}
+
+CREATE_DOORS = """
+import json
+from telemetry.services.projects import create_project
+out = {}
+for contract in ("voicemode", "domscribe", "baofeng", "pryx", "axiom"):
+    p = create_project(slug=f"door-{contract}", contract=contract, install_rate="1000/h",
+                       ip_rate="100000/h")
+    out[contract] = {"slug": p.project.slug, "ingest_key": p.ingest_key}
+print(json.dumps(out))
+"""
+
+
+def create_door_projects(env: dict) -> dict:
+    """One project per non-native contract, in one process: {contract: {slug, ingest_key}}."""
+    return json.loads(manage(env, "shell", "-v", "0", "-c", CREATE_DOORS).strip().splitlines()[-1])
+
+
+def valid_request(contract: str, project: dict) -> tuple[str, bytes, dict]:
+    """(path, body, headers) of one valid, never-duplicate request to `contract`'s front door."""
+    import datetime as dt
+    import uuid
+
+    now = dt.datetime.now(dt.UTC)
+    uid = uuid.uuid4().hex
+    install = f"inst_{uid[:12]}"
+    key = {"Authorization": f"Bearer {project['ingest_key']}"}
+    as_json = {"Content-Type": "application/json"}
+    base = "" if contract == "native" else f"/p/{project['slug']}"
+    if contract == "native":
+        body = {"install_id": install, "name": "app.start", "timestamp": now.isoformat()}
+        return (
+            "/api/v1/events",
+            json.dumps({**body, "event_id": f"evt_{uid}"}).encode(),
+            {
+                **as_json,
+                **key,
+            },
+        )
+    if contract == "voicemode":
+        body = {
+            "event_id": uid[:16],
+            "telemetry_id": str(uuid.uuid4()),
+            "timestamp": now.isoformat(),
+            "environment": {"os": "Linux", "version": "7.0.1"},
+            "usage": {"total_sessions": 1},
+        }
+        return f"{base}/telemetry", json.dumps(body).encode(), as_json
+    if contract == "domscribe":
+        body = {
+            "protocol_version": "1.0.0",
+            "daemon_version": "1.2.3",
+            "session_id": install,
+            "platform": "linux",
+            "node_version": "v22.1.0",
+            "primary_framework": "react",
+        }
+        return f"{base}/v1/session", json.dumps(body).encode(), as_json
+    if contract == "baofeng":
+        body = {
+            "event_type": "flash_error",
+            "occurred_at": now.isoformat(),
+            "session_id": install,
+            "message": "Timeout writing block 3",
+        }
+        return f"{base}/event", json.dumps(body).encode(), {"Content-Type": "text/plain"}
+    if contract == "pryx":
+        body = {
+            "correlation_id": f"corr-{uid}",
+            "timestamp": int(now.timestamp() * 1000),
+            "level": "info",
+            "category": "provider",
+            "device_id": install,
+        }
+        return f"{base}/api/telemetry/ingest", json.dumps(body).encode(), {**as_json, **key}
+    body = [{"_time": now.isoformat(), "event_type": "request", "customer_id": install}]
+    return f"{base}/v1/datasets/events/ingest", json.dumps(body).encode(), {**as_json, **key}

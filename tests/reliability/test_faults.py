@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from tests.reliability import servers
+from tests.reliability import fuzzing, servers
 
 pytestmark = pytest.mark.slow
 ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
@@ -37,12 +37,13 @@ def template(tmp_path_factory):
     env = servers.server_env(data)
     servers.manage(env, "migrate", "--noinput")
     project = servers.create_project(env, "faulty", "--install-rate", "1000/h")
-    return data, project
+    doors = {"native": project, **servers.create_door_projects(env)}
+    return data, project, doors
 
 
 @pytest.fixture
 def data_dir(template, tmp_path):
-    source, project = template
+    source, project, _doors = template
     target = tmp_path / "data"
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("cache", "gunicorn-*"))
     return target, project
@@ -88,6 +89,50 @@ def test_ingest_fails_closed_while_the_cache_server_is_dead_and_recovers(data_di
         ok = until(lambda: servers.post_json(url, event(), project["ingest_key"])[0] == 202)
         assert ok, "ingest did not recover after the cache came back"
         assert count_events(data) == 2
+
+
+def test_every_front_door_answers_its_own_503_while_the_cache_is_dead(
+    template, tmp_path, redis_server
+):
+    source, _project, doors = template
+    data = tmp_path / "data"
+    shutil.copytree(source, data, ignore=shutil.ignore_patterns("cache", "gunicorn-*"))
+    env = servers.server_env(data, REDIS_URL=redis_server.url)
+
+    def send(contract):
+        path, body, headers = servers.valid_request(contract, doors[contract])
+        return servers.http("POST", base + path, body, headers)
+
+    with servers.gunicorn(env) as base:
+        for contract in doors:
+            assert send(contract)[0] == servers.SUCCESS[contract], contract
+        stored = count_events(data)
+        redis_server.kill()
+        for contract in doors:
+            status, headers, body = send(contract)
+            assert status == 503, (contract, status, body)
+            assert int(headers["Retry-After"]) > 0, contract
+            assert b"Traceback" not in body
+            if contract != "native":  # native's {"error","detail"} is checked above
+                message = fuzzing.error_message(contract, _Answer(status, headers, body))
+                assert message, (contract, body)
+                assert any(p.match(message) for p in fuzzing.documented_messages(contract))
+        assert count_events(data) == stored
+        redis_server.start()
+        for contract in doors:
+            ok = until(lambda c=contract: send(c)[0] == servers.SUCCESS[c])
+            assert ok, f"{contract} did not recover"
+
+
+class _Answer:
+    """Just enough of a response for fuzzing.error_message."""
+
+    def __init__(self, status, headers, body) -> None:
+        self.status_code, self.content = status, body
+        self._headers = {k.lower(): v for k, v in headers.items()}
+
+    def get(self, name, default=None):
+        return self._headers.get(name.lower(), default)
 
 
 def test_ingest_passes_through_a_dead_cache_when_failing_open(data_dir, redis_server):
