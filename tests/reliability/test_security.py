@@ -72,6 +72,8 @@ def test_security_headers_on_every_kind_of_response(client, db):
         assert r["X-Frame-Options"] == "DENY", url
         assert r["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains", url
     assert "Strict-Transport-Security" not in client.get("/healthz")  # only over TLS
+    # Behind the TLS-terminating proxy, its X-Forwarded-Proto says the request was HTTPS.
+    assert "Strict-Transport-Security" in client.get("/healthz", HTTP_X_FORWARDED_PROTO="https")
 
 
 DASHBOARD_PAGES = ["", "retention/", "breakdown/", "errors/", "events/"]
