@@ -66,19 +66,46 @@ def prepare_platform() -> str:
     env = sh_env()
     subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     out = subprocess.run(
-        [PY, "manage.py", "create_project", f"bench-{uuid.uuid4().hex[:6]}", "--json",
-         "--install-rate", "1000000/h", "--ip-rate", "100000000/h"],
-        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+        [
+            PY,
+            "manage.py",
+            "create_project",
+            f"bench-{uuid.uuid4().hex[:6]}",
+            "--json",
+            "--install-rate",
+            "1000000/h",
+            "--ip-rate",
+            "100000000/h",
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return json.loads(out)["ingest_key"]
 
 
 def start(app: str, port: int, workers: int) -> subprocess.Popen:
-    cmd = [str(Path(PY).parent / "gunicorn"), app, "-c", "gunicorn.conf.py",
-           "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+    cmd = [
+        str(Path(PY).parent / "gunicorn"),
+        app,
+        "-c",
+        "gunicorn.conf.py",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+    ]
     env = sh_env(REF_DB=REF_DB, PYTHONPATH=str(ROOT / "bench"))
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -119,12 +146,25 @@ def worker_rss_mb(proc: subprocess.Popen) -> list[float]:
 def run_wrk(port: int, key: str, seconds: int, connections: int, run: str) -> dict:
     env = dict(os.environ, BENCH_KEY=key, BENCH_RUN=run)
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
-         "-s", str(ROOT / "bench" / "ingest.lua"), f"http://127.0.0.1:{port}/api/v1/events"],
-        env=env, capture_output=True, text=True, timeout=seconds + 60, check=True,
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(ROOT / "bench" / "ingest.lua"),
+            f"http://127.0.0.1:{port}/api/v1/events",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
     ).stdout
     line = next(x for x in out.splitlines() if x.startswith("RESULT "))
-    result = json.loads(line[len("RESULT "):])
+    result = json.loads(line[len("RESULT ") :])
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     return result
 
@@ -139,16 +179,28 @@ def run_batches(port: int, key: str, seconds: int, threads: int = 3, size: int =
         while time.monotonic() < stop_at:
             now = dt.datetime.now(dt.UTC).isoformat()
             events = [
-                {"install_id": f"batch_{tid}_{n}_{i:04d}_{uuid.uuid4().hex[:6]}",
-                 "name": "app.start", "timestamp": now, "event_id": uuid.uuid4().hex,
-                 "app_version": "1.2.3", "os": "linux", "properties": {"i": i}}
+                {
+                    "install_id": f"batch_{tid}_{n}_{i:04d}_{uuid.uuid4().hex[:6]}",
+                    "name": "app.start",
+                    "timestamp": now,
+                    "event_id": uuid.uuid4().hex,
+                    "app_version": "1.2.3",
+                    "os": "linux",
+                    "properties": {"i": i},
+                }
                 for i in range(size)
             ]
             body = json.dumps({"events": events}).encode()
             req = urllib.request.Request(
-                f"http://127.0.0.1:{port}/api/v1/events", data=body, method="POST",
-                headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}",
-                         "X-Forwarded-For": f"10.9.{tid}.{n % 250 + 1}"})
+                f"http://127.0.0.1:{port}/api/v1/events",
+                data=body,
+                method="POST",
+                headers={
+                    "Content-Type": "application/json",
+                    "Authorization": f"Bearer {key}",
+                    "X-Forwarded-For": f"10.9.{tid}.{n % 250 + 1}",
+                },
+            )
             try:
                 with urllib.request.urlopen(req, timeout=30) as r:
                     accepted = json.loads(r.read())["accepted"]
@@ -184,8 +236,10 @@ def main() -> None:
     key = prepare_platform()
     ours, ref, rss = [], [], []
     for r in range(args.rounds):
-        for name, app, port, sink in (("ours", "config.wsgi", OURS_PORT, ours),
-                                      ("ref", "refapp:application", REF_PORT, ref)):
+        for name, app, port, sink in (
+            ("ours", "config.wsgi", OURS_PORT, ours),
+            ("ref", "refapp:application", REF_PORT, ref),
+        ):
             proc = start(app, port, args.workers)
             try:
                 run_wrk(port, key, 3, args.connections, f"w{r}{name}")  # warm-up
@@ -207,13 +261,20 @@ def main() -> None:
 
     summary = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "workers": args.workers, "connections": args.connections, "seconds": args.seconds,
-        "ours_rps": round(med(ours, "rps"), 1), "ref_rps": round(med(ref, "rps"), 1),
+        "workers": args.workers,
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "ours_rps": round(med(ours, "rps"), 1),
+        "ref_rps": round(med(ref, "rps"), 1),
         "ratio": round(med(ours, "rps") / med(ref, "rps"), 3),
-        "ours_p50_ms": med(ours, "p50_ms"), "ours_p99_ms": med(ours, "p99_ms"),
-        "ref_p50_ms": med(ref, "p50_ms"), "ref_p99_ms": med(ref, "p99_ms"),
-        "ours_errors": sum(r["errors"] for r in ours), "ref_errors": sum(r["errors"] for r in ref),
-        "batch_events_per_s": round(batch["events_per_s"]), "batch_errors": batch["errors"],
+        "ours_p50_ms": med(ours, "p50_ms"),
+        "ours_p99_ms": med(ours, "p99_ms"),
+        "ref_p50_ms": med(ref, "p50_ms"),
+        "ref_p99_ms": med(ref, "p99_ms"),
+        "ours_errors": sum(r["errors"] for r in ours),
+        "ref_errors": sum(r["errors"] for r in ref),
+        "batch_events_per_s": round(batch["events_per_s"]),
+        "batch_errors": batch["errors"],
         "max_worker_rss_mb": round(max(rss), 1) if rss else None,
     }
     print(json.dumps(summary, indent=2))

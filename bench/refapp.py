@@ -66,8 +66,12 @@ class EventView(APIView):
         with connection.cursor() as cursor:
             cursor.execute(
                 "INSERT INTO ref_event (install_id, name, ts, properties) VALUES (%s,%s,%s,%s)",
-                [data["install_id"], data["name"], data["timestamp"],
-                 json.dumps(data.get("properties", {}))],
+                [
+                    data["install_id"],
+                    data["name"],
+                    data["timestamp"],
+                    json.dumps(data.get("properties", {})),
+                ],
             )
         return Response({"accepted": 1}, status=202)
 
