@@ -1,4 +1,4 @@
-"""gunicorn settings: sync workers (measured, bench/RESULTS.md); no client IPs in logs."""
+"""gunicorn settings: sync workers (bench/servers.py, bench/RESULTS.md); no client IPs in logs."""
 
 import multiprocessing
 import os

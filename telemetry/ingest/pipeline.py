@@ -439,12 +439,25 @@ def rebuild_period_activity(*, project: Project) -> None:
         )
 
 
-def _upsert(cursor, sql: str, rows: list[tuple], pg_types: list[str]) -> None:
-    """Run a multi-row upsert; rows are unique by conflict key (PostgreSQL insists) and sorted
-    by it, so concurrent batches lock rollup rows in one order and cannot deadlock."""
-    rows = sorted(rows)
-    for source, params in _row_chunks(rows, pg_types):
-        cursor.execute(sql.format(source=source), params)
+def _upsert(cursor, upserts: list[tuple[str, list[tuple], list[str]]]) -> None:
+    """Run multi-row upserts given as (sql, rows, PostgreSQL column types).
+
+    Rows are unique by conflict key (PostgreSQL insists) and sorted, so concurrent batches lock
+    rollup rows in one order and cannot deadlock. PostgreSQL gets them all as one statement
+    (data-modifying CTEs), one round trip; SQLite runs them in turn.
+    """
+    statements = []
+    for sql, rows, pg_types in upserts:
+        if rows:
+            for source, params in _row_chunks(sorted(rows), pg_types):
+                statements.append((sql.format(source=source), params))
+    if connection.vendor == "postgresql" and len(statements) > 1:
+        *first, (last_sql, last_params) = statements
+        ctes = ", ".join(f"u{i} AS ({sql})" for i, (sql, _) in enumerate(first))
+        params = [p for _, ps in first for p in ps] + list(last_params)
+        statements = [(f"WITH {ctes} {last_sql}", params)]
+    for sql, params in statements:
+        cursor.execute(sql, params)
 
 
 def _bump_rollups(cursor, project: Project, events: list[IncomingEvent]) -> None:
@@ -481,57 +494,39 @@ def _bump_rollups(cursor, project: Project, events: list[IncomingEvent]) -> None
             act[0] += 1
             act[1] = e.app_version or act[1]
             act[2] = e.os or act[2]
-    if installs:
-        _upsert(
-            cursor,
-            _INSTALL_UPSERT,
-            [
-                (
-                    project.pk,
-                    install_id,
-                    ops.adapt_datetimefield_value(first),
-                    ops.adapt_datetimefield_value(last),
-                    first_version,
-                    last_version,
-                    os_name,
-                    n,
-                )
-                for install_id, (
-                    first,
-                    last,
-                    first_version,
-                    last_version,
-                    os_name,
-                    n,
-                ) in installs.items()
-            ],
-            _INSTALL_TYPES,
-        )
-        _upsert(
-            cursor,
-            _ACTIVITY_UPSERT,
-            [
-                (project.pk, install_id, ops.adapt_datefield_value(day), n, version, os_name)
-                for (install_id, day), (n, version, os_name) in activity.items()
-            ],
-            _ACTIVITY_TYPES,
-        )
-        periods = set()
-        for install_id, day in activity:
-            periods.add((install_id, PeriodActivity.WEEK, week_start(day)))
-            periods.add((install_id, PeriodActivity.MONTH, day.replace(day=1)))
-        _upsert(
-            cursor,
-            _PERIOD_INSERT,
-            [(project.pk, i, kind, ops.adapt_datefield_value(start)) for i, kind, start in periods],
-            _PERIOD_TYPES,
-        )
+    periods = set()
+    for install_id, day in activity:
+        periods.add((install_id, PeriodActivity.WEEK, week_start(day)))
+        periods.add((install_id, PeriodActivity.MONTH, day.replace(day=1)))
+    dbdate, dbtime = ops.adapt_datefield_value, ops.adapt_datetimefield_value
     _upsert(
         cursor,
-        _COUNT_UPSERT,
         [
-            (project.pk, ops.adapt_datefield_value(day), name, n)
-            for (day, name), n in counts.items()
+            (
+                _INSTALL_UPSERT,
+                [
+                    (project.pk, install_id, dbtime(first), dbtime(last), v1, v2, os_name, n)
+                    for install_id, (first, last, v1, v2, os_name, n) in installs.items()
+                ],
+                _INSTALL_TYPES,
+            ),
+            (
+                _ACTIVITY_UPSERT,
+                [
+                    (project.pk, install_id, dbdate(day), n, version, os_name)
+                    for (install_id, day), (n, version, os_name) in activity.items()
+                ],
+                _ACTIVITY_TYPES,
+            ),
+            (
+                _PERIOD_INSERT,
+                [(project.pk, i, kind, dbdate(start)) for i, kind, start in periods],
+                _PERIOD_TYPES,
+            ),
+            (
+                _COUNT_UPSERT,
+                [(project.pk, dbdate(day), name, n) for (day, name), n in counts.items()],
+                _COUNT_TYPES,
+            ),
         ],
-        _COUNT_TYPES,
     )
