@@ -4,7 +4,7 @@ import json
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.http.request import RawPostDataException
 
 
@@ -54,6 +54,26 @@ def parse_json(body: bytes) -> Any:
         return json.loads(text, parse_constant=no_constants)
     except RecursionError:
         raise ValueError("nested too deeply") from None
+
+
+def compact_json(
+    status: int,
+    body: Any,
+    *,
+    content_type: str = "application/json",
+    retry_after: int | None = None,
+) -> HttpResponse:
+    """A JSON reply written as JavaScript's JSON.stringify writes it (no spaces, raw UTF-8),
+    so a front door's bytes match the worker it replaces; never cached."""
+    response = HttpResponse(
+        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        status=status,
+        content_type=content_type,
+    )
+    response["Cache-Control"] = "no-store"
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 def media_type(request: HttpRequest) -> str:

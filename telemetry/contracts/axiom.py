@@ -7,7 +7,6 @@ rest of each event plus `dataset` is stored as properties. A gateway is one IP: 
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import re
 from typing import Any
@@ -17,7 +16,14 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from telemetry.http import BodyTooLarge, BodyUnreadable, media_type, parse_json, read_body
+from telemetry.http import (
+    BodyTooLarge,
+    BodyUnreadable,
+    compact_json,
+    media_type,
+    parse_json,
+    read_body,
+)
 from telemetry.ingest import auth, pipeline
 from telemetry.ingest.privacy import client_ip, redact
 from telemetry.ingest.schema import (
@@ -59,13 +65,7 @@ DEFAULT_NAME = "axiom"
 
 
 def reply(status: int, body: dict) -> HttpResponse:
-    response = HttpResponse(
-        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-        status=status,
-        content_type="application/json",
-    )
-    response["Cache-Control"] = "no-store"
-    return response
+    return compact_json(status, body)
 
 
 def error(status: int, message: str, *, retry_after: int | None = None) -> HttpResponse:

@@ -17,7 +17,7 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from telemetry.http import BodyTooLarge, BodyUnreadable, parse_json, read_body
+from telemetry.http import BodyTooLarge, BodyUnreadable, compact_json, parse_json, read_body
 from telemetry.ingest import auth, pipeline
 from telemetry.ingest.privacy import client_ip
 from telemetry.ingest.schema import (
@@ -82,13 +82,7 @@ class Invalid(Exception):
 
 def reply(status: int, body: dict) -> HttpResponse:
     """A JSON reply byte for byte as the worker's JSON.stringify wrote it."""
-    response = HttpResponse(
-        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-        status=status,
-        content_type="application/json; charset=utf-8",
-    )
-    response["Cache-Control"] = "no-store"
-    return response
+    return compact_json(status, body, content_type="application/json; charset=utf-8")
 
 
 def error(status: int, message: str, *, retry_after: int | None = None) -> HttpResponse:

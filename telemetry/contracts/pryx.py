@@ -7,7 +7,6 @@ correlation_id; every field the client sent is kept in `properties` under its ow
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import re
 import secrets
@@ -18,7 +17,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from telemetry.http import BodyTooLarge, BodyUnreadable, parse_json, read_body
+from telemetry.http import BodyTooLarge, BodyUnreadable, compact_json, parse_json, read_body
 from telemetry.ingest import auth, pipeline
 from telemetry.ingest.privacy import client_ip, redact
 from telemetry.ingest.schema import (
@@ -84,12 +83,7 @@ LOG_NAME = "log"
 
 def reply(status: int, body: dict) -> HttpResponse:
     """A JSON reply as Hono's c.json wrote it: compact, CORS open to every origin."""
-    response = HttpResponse(
-        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-        status=status,
-        content_type="application/json",
-    )
-    response["Cache-Control"] = "no-store"
+    response = compact_json(status, body)
     response["Access-Control-Allow-Origin"] = "*"
     return response
 

@@ -5,7 +5,6 @@ pipeline: one event named "telemetry" per request, answered with the worker's ex
 """
 
 import datetime as dt
-import json
 import logging
 import re
 from typing import Any
@@ -15,7 +14,7 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from telemetry.http import BodyTooLarge, BodyUnreadable, parse_json, read_body
+from telemetry.http import BodyTooLarge, BodyUnreadable, compact_json, parse_json, read_body
 from telemetry.ingest import pipeline
 from telemetry.ingest.privacy import client_ip
 from telemetry.ingest.schema import IncomingEvent, storable
@@ -69,12 +68,9 @@ class Invalid(ValueError):
 
 def respond(status: int, body: dict[str, Any], retry_after: int | None = None) -> HttpResponse:
     """The one response helper: compact JSON as the worker's JSON.stringify wrote it, plus CORS."""
-    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-    response = HttpResponse(text.encode(), status=status, content_type="application/json")
+    response = compact_json(status, body, retry_after=retry_after)
     for name, value in CORS.items():
         response[name] = value
-    if retry_after is not None:
-        response["Retry-After"] = str(retry_after)
     return response
 
 
