@@ -78,7 +78,9 @@ TEMPLATES = [
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}")}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A health check is one more round trip per request; a dead connection fails its first query
+# instead, which ingest answers 503, and Django drops it at the end of that request.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=False)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers run beside the writer; IMMEDIATE takes the write lock up front so two
     # writers queue on busy_timeout instead of failing with "database is locked" mid-transaction.
@@ -219,6 +221,9 @@ TELEMETRY_DEFAULT_RETENTION_DAYS = env.int("TELEMETRY_DEFAULT_RETENTION_DAYS", d
 # How long a web process trusts its in-memory copy of projects and keys.
 TELEMETRY_PROJECT_CACHE_SECONDS = env.float("TELEMETRY_PROJECT_CACHE_SECONDS", default=10.0)
 TELEMETRY_RETRY_AFTER_SECONDS = env.int("TELEMETRY_RETRY_AFTER_SECONDS", default=30)
+# How long the cache remembers an event id it has seen (the claim): copies in flight and quick
+# retries are answered from it; later copies of the same (event_id, timestamp) by the database.
+TELEMETRY_CLAIM_TTL_SECONDS = env.int("TELEMETRY_CLAIM_TTL_SECONDS", default=3600)
 
 LOGGING = {
     "version": 1,

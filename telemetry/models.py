@@ -77,7 +77,11 @@ class IngestKey(models.Model):
 
 
 class Event(models.Model):
-    """One accepted event; contract-specific fields live in `properties`, named as sent."""
+    """One accepted event; contract-specific fields live in `properties`, named as sent.
+
+    On PostgreSQL the table is range-partitioned by `timestamp`, one partition per UTC day
+    (telemetry.services.partitions); its primary key there is (id, timestamp).
+    """
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     event_id = models.CharField(max_length=64, null=True, blank=True)
@@ -93,14 +97,17 @@ class Event(models.Model):
 
     class Meta:
         constraints = [
+            # The dedupe key includes the timestamp because PostgreSQL partitions events by it
+            # (a unique index must hold the partition key): a retry resends the same body, so
+            # the same (event_id, timestamp). Copies in flight are stopped earlier by the claim.
             models.UniqueConstraint(
-                fields=["project", "event_id"],
+                fields=["project", "event_id", "timestamp"],
                 condition=Q(event_id__isnull=False),
-                name="event_unique_event_id_per_project",
+                name="event_unique_id_ts_per_project",
             )
         ]
         indexes = [
-            # Purge deletes by (project, received_at) in batches; the explorer pages by it too.
+            # The explorer and exports page by (project, received_at).
             models.Index(fields=["project", "received_at"], name="event_project_received"),
             models.Index(fields=["project", "name", "timestamp"], name="event_project_name_ts"),
             models.Index(

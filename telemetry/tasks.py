@@ -21,3 +21,8 @@ def rotate_salts() -> int:
 @shared_task(name="telemetry.tasks.refresh_aggregates")
 def refresh_aggregates() -> int:
     return run_job("refresh_aggregates").rows
+
+
+@shared_task(name="telemetry.tasks.create_partitions")
+def create_partitions() -> int:
+    return run_job("create_partitions").rows

@@ -61,3 +61,13 @@ def shared_database_url() -> str:
     if s.get("PASSWORD"):
         auth += ":" + quote(s["PASSWORD"])
     return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def forget_claims() -> None:
+    """Empty this test run's cache (claims and counters), as if the claim TTL had passed."""
+    from django.core.cache import cache
+
+    if hasattr(cache, "delete_pattern"):
+        cache.delete_pattern("*")  # only this prefix: never FLUSHDB a shared Redis
+    else:
+        cache.clear()

@@ -11,21 +11,8 @@ from rest_framework.views import APIView
 from telemetry.contracts import front_door as door_for
 from telemetry.contracts import native
 from telemetry.ingest.auth import project_by_slug
+from telemetry.ingest.schema import NativeEventSerializer
 from telemetry.models import Project
-
-
-class NativeEventSerializer(serializers.Serializer):
-    """One event (documentation only: telemetry.ingest.schema validates)."""
-
-    install_id = serializers.RegexField(r"^[A-Za-z0-9_-]{8,64}$")
-    name = serializers.RegexField(r"^[a-z][a-z0-9_.:-]{0,63}$")
-    timestamp = serializers.DateTimeField(help_text="ISO 8601 with offset, within retention")
-    event_id = serializers.RegexField(r"^[A-Za-z0-9_-]{8,64}$", required=False)
-    session_id = serializers.CharField(max_length=64, required=False)
-    app_version = serializers.CharField(max_length=64, required=False)
-    os = serializers.CharField(max_length=64, required=False)
-    properties = serializers.DictField(required=False, help_text="≤ 50 keys, nesting ≤ 3")
-
 
 _error = inline_serializer(
     "Error", {"error": serializers.CharField(), "detail": serializers.CharField()}

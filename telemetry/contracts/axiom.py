@@ -227,7 +227,9 @@ def _time(value: Any, *, now: dt.datetime) -> dt.datetime:
 
 def _failure(item: Any, message: str, now: dt.datetime) -> dict[str, str]:
     raw = item.get("_time") if isinstance(item, dict) else None
-    stamp = raw if isinstance(raw, str) and raw else now.isoformat().replace("+00:00", "Z")
+    # Echo the client's _time only when it can be written back as UTF-8 (no lone surrogate).
+    echo = isinstance(raw, str) and raw and storable(raw)
+    stamp = raw if echo else now.isoformat().replace("+00:00", "Z")
     return {"timestamp": stamp, "error": message}
 
 

@@ -88,6 +88,12 @@ def iso_week(moment: dt.datetime | dt.date) -> str:
     return f"{year:04d}-W{week:02d}"
 
 
+def week_start_of(moment: dt.datetime) -> dt.datetime:
+    """Monday 00:00 UTC of the ISO week holding `moment`."""
+    day = moment.astimezone(dt.UTC).date()
+    return dt.datetime.combine(day - dt.timedelta(days=day.weekday()), dt.time.min, tzinfo=dt.UTC)
+
+
 def week_days(week: str) -> tuple[dt.date, dt.date] | None:
     """Monday and Sunday of `YYYY-Www`, or None for a week no calendar has (W00, W54, …)."""
     try:
@@ -165,7 +171,9 @@ def post_session(request: HttpRequest, project: Project) -> HttpResponse:
     event = IncomingEvent(
         install_id=payload["session_id"],
         name="session",
-        timestamp=now,
+        # The dedupe key is (event_id, timestamp): a session's one event per week needs one
+        # timestamp for the whole week, so a repeat on Friday meets Monday's row.
+        timestamp=week_start_of(now),
         event_id=session_event_id(week, payload["session_id"]),
         app_version=payload["daemon_version"],
         os=payload["platform"],

@@ -114,6 +114,166 @@ def charge(charges: list[Charge]) -> list[Usage]:
     ]
 
 
+# Claims and counters of one request in one atomic script, in the order the contract sets:
+# claim each event id (SET NX with a TTL; a copy already claimed is a duplicate and is charged
+# nothing), then charge every counter by the number of claimed events that use it.
+# KEYS: the counters, then one claim key per event that has an id.
+# ARGV: claim TTL, counter count, each counter's TTL, then per event: its install counter's
+# 0-based position (0 for none) and 1 if it has a claim key, else 0. Every event charges
+# the first counter, the client's.
+_ADMIT = """
+local ncounters = tonumber(ARGV[2])
+local add = {}
+for i = 1, ncounters do add[i] = 0 end
+local fresh = {}
+local claim = ncounters
+local arg = 3 + ncounters
+local event = 0
+while arg < #ARGV do
+  event = event + 1
+  local install = tonumber(ARGV[arg])
+  local ok = true
+  if ARGV[arg + 1] == '1' then
+    claim = claim + 1
+    ok = redis.call('SET', KEYS[claim], '1', 'EX', ARGV[1], 'NX')
+  end
+  if ok then
+    fresh[event] = 1
+    add[1] = add[1] + 1
+    if install > 0 then add[install + 1] = add[install + 1] + 1 end
+  else
+    fresh[event] = 0
+  end
+  arg = arg + 2
+end
+local counts = {}
+for i = 1, ncounters do
+  if add[i] > 0 then
+    redis.call('SET', KEYS[i], 0, 'EX', ARGV[2 + i], 'NX')
+    counts[i] = redis.call('INCRBY', KEYS[i], add[i])
+  else
+    counts[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
+  end
+end
+return {fresh, counts}
+"""
+
+
+@dataclass(slots=True)
+class Admission:
+    """What one admit() call did: which events it claimed, and each counter after charging."""
+
+    fresh: list[bool]  # per event: claimed now (or had no id to claim)
+    usages: list[Usage]  # per counter, in the order given; count is after this charge
+    added: list[int]  # per counter: hits this call charged
+    claim_keys: list[str | None]  # per event: its claim's cache key, to release
+    install_of: list[int]  # per event: position of its install counter (0: none)
+
+
+def admit(
+    *,
+    claims: list[str | None],
+    installs: list[int],
+    counters: list[Charge],
+    claim_ttl: int,
+) -> Admission:
+    """Claim each event's id and charge the counters of the claimed events, atomically.
+
+    `claims[i]` names event i's claim (None: nothing to dedupe); `installs[i]` is the position
+    in `counters` of its install counter (0: none). Every claimed event charges counters[0], the
+    client counter. The `n` of each Charge is ignored: it is counted here. On Redis this is one
+    script call; on the embedded cache, one atomic add per claim and one add + incr per counter.
+    """
+    cache = caches[settings.RATELIMIT_USE_CACHE]
+    prepared = []
+    for c in counters:
+        limit, period = _split_rate(c.rate)
+        window = _get_window(c.value, period)
+        prepared.append(
+            (_make_cache_key(c.group, window, c.rate, c.value, None), window, limit, period)
+        )
+    try:
+        redis = _redis_client(cache)
+        if redis is not None:
+            counter_keys = [str(redis.make_key(key)) for key, *_ in prepared]
+            claim_keys = [str(redis.make_key(k)) if k else None for k in claims]
+            args: list = [claim_ttl, len(counters)]
+            args += [period + EXPIRATION_FUDGE for *_, period in prepared]
+            for install, key in zip(installs, claim_keys, strict=True):
+                args += [install, 1 if key else 0]
+            client = redis.get_client(write=True)
+            fresh_flags, counts = client.register_script(_ADMIT)(
+                keys=counter_keys + [k for k in claim_keys if k], args=args
+            )
+            fresh = [bool(int(f)) for f in fresh_flags]
+        else:
+            counter_keys = [key for key, *_ in prepared]
+            claim_keys = list(claims)
+            fresh = [key is None or cache.add(key, 1, claim_ttl) for key in claim_keys]
+            counts = []
+            for n, (key, _window, _limit, period) in zip(
+                _added(fresh, installs, len(counters)), prepared, strict=True
+            ):
+                cache.add(key, 0, period + EXPIRATION_FUDGE)
+                counts.append(cache.incr(key, n) if n else cache.get(key, 0))
+    except Exception as exc:  # any backend's connection error: redis, sqlite, socket
+        raise LimiterUnavailable(type(exc).__name__) from exc
+    now = int(time.time())
+    usages = [
+        Usage(key=key, count=int(count), limit=limit, retry_after=max(1, window - now))
+        for key, count, (_key, window, limit, _period) in zip(
+            counter_keys, counts, prepared, strict=True
+        )
+    ]
+    return Admission(fresh, usages, _added(fresh, installs, len(counters)), claim_keys, installs)
+
+
+def _added(fresh: list[bool], installs: list[int], ncounters: int) -> list[int]:
+    added = [0] * ncounters
+    for ok, install in zip(fresh, installs, strict=True):
+        if ok:
+            added[0] += 1
+            if install:
+                added[install] += 1
+    return added
+
+
+def give_back(admission: Admission, events: list[int], *, release: bool = True) -> None:
+    """Refund the hits of `events` (indexes into the admitted request) and, with `release`,
+    drop their claims so a retry is not taken for a duplicate. Best effort, like refund()."""
+    hits: dict[str, int] = {}
+    claims = []
+    for i in events:
+        if not admission.fresh[i]:
+            continue
+        client = admission.usages[0].key
+        hits[client] = hits.get(client, 0) + 1
+        if admission.claim_keys[i] and release:
+            claims.append(admission.claim_keys[i])
+    for i in events:
+        install = admission.install_of[i] if admission.fresh[i] else 0
+        if install:
+            key = admission.usages[install].key
+            hits[key] = hits.get(key, 0) + 1
+    refund(hits)
+    if claims:
+        release_claims(claims)
+
+
+def release_claims(keys: list[str]) -> None:
+    cache = caches[settings.RATELIMIT_USE_CACHE]
+    try:
+        redis = _redis_client(cache)
+        if redis is not None:
+            redis.get_client(write=True).delete(*keys)
+        else:
+            for key in keys:
+                cache.delete(key)
+    except Exception as exc:
+        # A claim left behind expires with its TTL; until then a retry answers "duplicate".
+        log.warning("claim release skipped (%s)", type(exc).__name__)
+
+
 # A counter whose window has ended must not come back to life without a TTL.
 _DECR_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECRBY', KEYS[1], ARGV[1]) end

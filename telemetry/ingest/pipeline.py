@@ -1,8 +1,12 @@
-"""The one ingest pipeline: dedupe → rate limit → hash IP → store events and rollups.
+"""The one ingest pipeline: claim → rate limit → hash IP → store events and rollups.
 
 Front doors validate their own wire format into IncomingEvents and call `ingest`; this module is
 the only writer of events and rollups. Order matters (CONTRACTS A2): a duplicate consumes no
-quota, a refused event stores nothing, and the rollups move in the same transaction as the rows.
+quota, a refused event stores nothing, and the rollups move in the same statement as the rows.
+
+The hot path is two round trips: one cache script claims each event id and charges both rate
+counters (limits.admit), then one SQL statement stores the events and their rollups. On
+PostgreSQL that statement runs in autocommit; on SQLite it is one short transaction.
 """
 
 import datetime as dt
@@ -12,13 +16,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from telemetry.ingest import limits
 from telemetry.ingest.privacy import hash_ip, redact
 from telemetry.ingest.schema import IncomingEvent
 from telemetry.models import PeriodActivity, Project
+from telemetry.services import partitions
 
 log = logging.getLogger(__name__)
 
@@ -71,73 +76,44 @@ def ingest(
     now: dt.datetime | None = None,
     limit_key: str | None = None,
 ) -> IngestResult:
-    """Run validated events through dedupe, limits and storage; one Outcome per event, in order.
+    """Run validated events through claims, limits and storage; one Outcome per event, in order.
 
     `limit_key` replaces the client IP as the second rate-limit bucket, for senders that are one
     server behind many users (an API gateway posting with one key).
 
-    The database is the judge of duplicates: events that carry an event_id are inserted first,
-    inside the transaction, so a copy in flight elsewhere makes this insert wait and then
-    conflict. Only what survived that is charged to the rate limits; rows the limits refuse are
-    deleted before commit, so nobody ever sees them.
+    Duplicates are stopped by the claim (a copy in flight or sent within the claim's TTL) and,
+    past the TTL, by the unique (project, event_id, timestamp) index; those get their hits back.
     """
     now = now or timezone.now()
     outcomes: list[Outcome | None] = [None] * len(events)
+    if not events:
+        return IngestResult(outcomes=[])
     try:
         ip_hash = hash_ip(ip=client_ip, project_id=project.pk, now=now)
     except DatabaseError as exc:
         raise _unavailable("database", exc) from exc
-    rows = _rows(project, events, ip_hash, now)
-    if len(events) == 1 and not events[0].event_id and connection.vendor == "postgresql":
-        return _ingest_one_without_id(project, events, rows[0], ip_hash, limit_key)
-    fresh: list[int] = []
-    allowed: list[int] = []
-    hits: dict[int, list[str]] = {}
+    admission, allowed = _admit(project, events, outcomes, ip_hash, limit_key)
+    refused = [i for i, o in enumerate(outcomes) if o is not None and o.status == LIMITED]
+    if admission is not None and refused:
+        limits.give_back(admission, refused)
+    if not allowed:
+        return IngestResult(outcomes=outcomes)  # type: ignore[arg-type]
+    kept = [events[i] for i in allowed]
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            claimed = _claim_event_ids(cursor, events, rows, outcomes)
-            fresh = [i for i, outcome in enumerate(outcomes) if outcome is None]
-            allowed, hits = _apply_limits(project, events, fresh, outcomes, ip_hash, limit_key)
-            keep = set(allowed)
-            refused = [claimed[i] for i in fresh if i in claimed and i not in keep]
-            if refused:
-                cursor.execute(
-                    "DELETE FROM telemetry_event WHERE id IN ("
-                    + ",".join(["%s"] * len(refused))
-                    + ")",
-                    refused,
-                )
-            rest = [rows[i] for i in allowed if i not in claimed]
-            if rest:
-                _insert_rows(cursor, rest)
-            if allowed:
-                _bump_rollups(cursor, project, [events[i] for i in allowed])
-    except DatabaseError as exc:
-        limits.refund(_sum_hits(hits, fresh))
+        stored = _store(project, kept, _rows(project, kept, ip_hash, now))
+    except (DatabaseError, partitions.PartitionUnavailable) as exc:
+        if admission is not None:
+            limits.give_back(admission, allowed)
         raise _unavailable("database", exc) from exc
-    for i in allowed:
-        outcomes[i] = Outcome(ACCEPTED)
-    # Counters count stored events only: give back the hits of refused events.
-    limits.refund(_sum_hits(hits, [i for i in fresh if outcomes[i].status != ACCEPTED]))
-    return IngestResult(outcomes=outcomes)  # type: ignore[arg-type]
-
-
-def _ingest_one_without_id(
-    project: Project, events: list[IncomingEvent], row: tuple, ip_hash: str, limit_key: str | None
-) -> IngestResult:
-    """The hot path for one event with no event_id on PostgreSQL: nothing to dedupe, so charge
-    the limits, then store the event and its rollups in a single statement."""
-    outcomes: list[Outcome | None] = [None]
-    allowed, hits = _apply_limits(project, events, [0], outcomes, ip_hash, limit_key)
-    if allowed:
-        try:
-            _store_one_postgres(row, events[0].timestamp.date())
-        except DatabaseError as exc:
-            limits.refund(_sum_hits(hits, [0]))
-            raise _unavailable("database", exc) from exc
-        outcomes[0] = Outcome(ACCEPTED)
-    else:
-        limits.refund(_sum_hits(hits, [0]))
+    conflicts = []
+    for i, ok in zip(allowed, stored, strict=True):
+        outcomes[i] = Outcome(ACCEPTED if ok else DUPLICATE)
+        if not ok:
+            conflicts.append(i)
+    if admission is not None and conflicts:
+        # Stored before, past the claim's TTL: a duplicate after all, so it costs nothing.
+        # The claim stays, and answers the next copy without a trip to the database.
+        limits.give_back(admission, conflicts, release=False)
     return IngestResult(outcomes=outcomes)  # type: ignore[arg-type]
 
 
@@ -146,70 +122,87 @@ def _unavailable(service: str, exc: Exception) -> ServiceUnavailable:
     return ServiceUnavailable(service)
 
 
-def _sum_hits(hits: dict[int, list[str]], indexes: list[int]) -> dict[str, int]:
-    total: dict[str, int] = defaultdict(int)
-    for i in indexes:
-        for key in hits.get(i, ()):
-            total[key] += 1
-    return total
-
-
-def _apply_limits(
+def _admit(
     project: Project,
     events: list[IncomingEvent],
-    fresh: list[int],
     outcomes: list[Outcome | None],
     ip_hash: str,
     limit_key: str | None,
-) -> tuple[list[int], dict[int, list[str]]]:
-    """Charge every fresh event to its install counter and to the client counter, at once.
+) -> tuple[limits.Admission | None, list[int]]:
+    """Claim ids and charge counters in one cache call; mark duplicates and limited events.
 
-    The install limit is applied first, then the client (IP or key) limit to what passed. Returns
-    the indexes allowed and, per charged event, the counter keys it was charged to (for refunds).
+    The install limit is applied first, then the client (IP or key) limit to what passed.
+    Returns the admission (None when failing open) and the indexes allowed, in order.
     """
-    if not fresh:
-        return [], {}
-    by_install: dict[str, list[int]] = defaultdict(list)
-    for i in fresh:
-        by_install[events[i].install_id].append(i)
-    installs = [k for k in by_install if k]
     second = "key" if limit_key else "ip"
-    charges = [
-        limits.Charge(f"tm:{project.pk}:install", k, project.install_rate, len(by_install[k]))
-        for k in installs
+    counters = [
+        limits.Charge(f"tm:{project.pk}:{second}", limit_key or ip_hash, project.ip_rate, 0)
     ]
-    charges.append(
-        limits.Charge(
-            f"tm:{project.pk}:{second}", limit_key or ip_hash, project.ip_rate, len(fresh)
-        )
-    )
+    position: dict[str, int] = {}
+    installs = []
+    for e in events:
+        if e.install_id and e.install_id not in position:
+            position[e.install_id] = len(counters)
+            counters.append(
+                limits.Charge(f"tm:{project.pk}:install", e.install_id, project.install_rate, 0)
+            )
+        installs.append(position.get(e.install_id, 0))
+    claims = [f"tm:{project.pk}:claim:{e.event_id}" if e.event_id else None for e in events]
     try:
-        *install_usages, client = limits.charge(charges)
+        admission = limits.admit(
+            claims=claims,
+            installs=installs,
+            counters=counters,
+            claim_ttl=settings.TELEMETRY_CLAIM_TTL_SECONDS,
+        )
     except limits.LimiterUnavailable as exc:
         if settings.RATELIMIT_FAIL_OPEN:
             log.warning("ingest: rate-limit cache unavailable (%s), failing open", exc)
-            return list(fresh), {}
+            return None, _first_copies(events, outcomes)
         raise _unavailable("cache", exc) from exc
-    hits = {i: [client.key] for i in fresh}
-    passed = list(by_install.get("", []))  # events with no install id face the client limit only
-    for install_id, usage in zip(installs, install_usages, strict=True):
-        idx = by_install[install_id]
-        ok = usage.allowed(len(idx))
+    fresh = []
+    for i, ok in enumerate(admission.fresh):
+        if ok:
+            fresh.append(i)
+        else:
+            outcomes[i] = Outcome(DUPLICATE)
+    by_install: dict[int, list[int]] = defaultdict(list)
+    passed = []
+    for i in fresh:
+        if installs[i]:
+            by_install[installs[i]].append(i)
+        else:
+            passed.append(i)  # events with no install id face the client limit only
+    for counter, idx in by_install.items():
+        usage = admission.usages[counter]
+        ok = usage.allowed(admission.added[counter])
         passed.extend(idx[:ok])
-        for i in idx:
-            hits[i].append(usage.key)
         for i in idx[ok:]:
             outcomes[i] = Outcome(LIMITED, "install", usage.retry_after)
     passed.sort()
+    client = admission.usages[0]
     # Hits of install-refused events are refunded; until then they may only make this stricter.
     ok = max(0, min(len(passed), client.limit - (client.count - len(fresh))))
     for i in passed[ok:]:
         outcomes[i] = Outcome(LIMITED, second, client.retry_after)
-    return passed[:ok], hits
+    return admission, passed[:ok]
+
+
+def _first_copies(events: list[IncomingEvent], outcomes: list[Outcome | None]) -> list[int]:
+    """Failing open there are no claims: repeats inside the request are still duplicates."""
+    seen: set[str] = set()
+    keep = []
+    for i, e in enumerate(events):
+        if e.event_id and e.event_id in seen:
+            outcomes[i] = Outcome(DUPLICATE)
+        else:
+            seen.add(e.event_id or "")
+            keep.append(i)
+    return keep
 
 
 def _rows(project: Project, events: list[IncomingEvent], ip_hash: str, now: dt.datetime) -> list:
-    """One telemetry_event row (column order of _EVENT_INSERT) per event."""
+    """One telemetry_event row (column order of _EVENT_COLUMNS) per event."""
     ops = connection.ops
     received = ops.adapt_datetimefield_value(now)
     return [
@@ -230,105 +223,128 @@ def _rows(project: Project, events: list[IncomingEvent], ip_hash: str, now: dt.d
     ]
 
 
-def _claim_event_ids(
-    cursor, events: list[IncomingEvent], rows: list, outcomes: list[Outcome | None]
-) -> dict[int, int]:
-    """Insert the events that carry an event_id; mark the rest of their copies DUPLICATE.
+def _store(project: Project, events: list[IncomingEvent], rows: list) -> list[bool]:
+    """Store the rows and their rollups; per row, whether it was new (False: a stored copy).
 
-    Returns {event index: row id} for the rows inserted. A repeat inside the batch is a duplicate
-    of its first occurrence; one stored before (or by a concurrent request) conflicts.
+    PostgreSQL: one statement in autocommit; a day without a partition is created and the
+    statement run once more. SQLite: one transaction.
     """
-    first: dict[str, int] = {}
-    for i, e in enumerate(events):
-        if e.event_id:
-            if e.event_id in first:
-                outcomes[i] = Outcome(DUPLICATE)
-            else:
-                first[e.event_id] = i
-    if not first:
-        return {}
-    # Sorted by event_id so concurrent batches take unique-index locks in one order (no deadlock).
-    order = sorted(first.values(), key=lambda i: events[i].event_id)
-    stored: dict[str, int] = {}
-    for source, params in _row_chunks([rows[i] for i in order], _EVENT_TYPES):
-        cursor.execute(_EVENT_INSERT.format(source=source) + " RETURNING event_id, id", params)
-        stored.update(cursor.fetchall())
-    claimed = {}
-    for event_id, i in first.items():
-        if event_id in stored:
-            claimed[i] = stored[event_id]
-        else:
-            outcomes[i] = Outcome(DUPLICATE)
-    return claimed
+    if connection.vendor != "postgresql":
+        return _store_sqlite(project, events, rows)
+    try:
+        inserted = _store_postgres(rows)
+    except IntegrityError as exc:
+        if "no partition" not in str(exc):
+            raise
+        partitions.ensure({e.timestamp.astimezone(dt.UTC).date() for e in events})
+        inserted = _store_postgres(rows)
+    return _which_stored(events, inserted)
 
 
-def _insert_rows(cursor, rows: list) -> None:
-    for source, params in _row_chunks(rows, _EVENT_TYPES):
-        cursor.execute(_EVENT_INSERT.format(source=source), params)
+def _which_stored(events: list[IncomingEvent], inserted: list[str | None]) -> list[bool]:
+    new_ids = {i for i in inserted if i is not None}
+    return [e.event_id is None or e.event_id in new_ids for e in events]
 
 
-_EVENT_INSERT = """
-INSERT INTO telemetry_event (project_id, event_id, install_id, name, timestamp, received_at,
-    session_id, app_version, os, properties, ip_hash)
-{source}
-ON CONFLICT (project_id, event_id) WHERE event_id IS NOT NULL DO NOTHING
+_EVENT_COLUMNS = (
+    "project_id, event_id, install_id, name, timestamp, received_at,"
+    " session_id, app_version, os, properties, ip_hash"
+)
+_CONFLICT = "ON CONFLICT (project_id, event_id, timestamp) WHERE event_id IS NOT NULL DO NOTHING"
+
+# Events and every rollup in one statement. The rollups read the rows the INSERT returned, so
+# a row that conflicts (a copy stored before) counts nowhere. Rollup rows are inserted in key
+# order, so concurrent statements lock shared rows in one order and cannot deadlock.
+_STORE_POSTGRES = f"""
+WITH ev AS (
+    INSERT INTO telemetry_event ({_EVENT_COLUMNS})
+    SELECT c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10 FROM jsonb_to_recordset(%s::jsonb)
+        AS x(c0 bigint, c1 text, c2 text, c3 text, c4 timestamptz, c5 timestamptz, c6 text,
+             c7 text, c8 text, c9 jsonb, c10 text)
+    {_CONFLICT}
+    RETURNING project_id, event_id, install_id, name, timestamp, app_version, os
+), d AS (
+    SELECT *, (timestamp AT TIME ZONE 'UTC')::date AS day FROM ev
+), inst AS (
+    INSERT INTO telemetry_install
+        (project_id, install_id, first_seen, last_seen, first_version, last_version, os,
+         event_count)
+    SELECT project_id, install_id, min(timestamp), max(timestamp),
+        coalesce((array_agg(app_version ORDER BY timestamp)
+            FILTER (WHERE app_version <> ''))[1], ''),
+        coalesce((array_agg(app_version ORDER BY timestamp DESC)
+            FILTER (WHERE app_version <> ''))[1], ''),
+        coalesce((array_agg(os ORDER BY timestamp DESC) FILTER (WHERE os <> ''))[1], ''),
+        count(*)
+    FROM d WHERE install_id <> '' GROUP BY project_id, install_id ORDER BY install_id
+    {{install_conflict}}
+), act AS (
+    INSERT INTO telemetry_dailyactivity (project_id, install_id, day, events, app_version, os)
+    SELECT project_id, install_id, day, count(*),
+        coalesce((array_agg(app_version ORDER BY timestamp DESC)
+            FILTER (WHERE app_version <> ''))[1], ''),
+        coalesce((array_agg(os ORDER BY timestamp DESC) FILTER (WHERE os <> ''))[1], '')
+    FROM d WHERE install_id <> '' GROUP BY project_id, install_id, day
+    ORDER BY install_id, day
+    {{activity_conflict}}
+), per AS (
+    INSERT INTO telemetry_periodactivity (project_id, install_id, period, start)
+    SELECT project_id, install_id, period, start FROM (
+        SELECT project_id, install_id, 'w' AS period,
+            day - (EXTRACT(ISODOW FROM day)::int - 1) AS start FROM d WHERE install_id <> ''
+        UNION
+        SELECT project_id, install_id, 'm', date_trunc('month', day)::date
+        FROM d WHERE install_id <> ''
+    ) p ORDER BY period, start, install_id
+    ON CONFLICT (project_id, period, start, install_id) DO NOTHING
+), cnt AS (
+    INSERT INTO telemetry_dailycount (project_id, day, name, events)
+    SELECT project_id, day, name, count(*) FROM d GROUP BY project_id, day, name
+    ORDER BY day, name
+    {{count_conflict}}
+)
+SELECT event_id FROM ev
 """
 
 
-def _store_one_postgres(row: tuple, day: dt.date) -> bool:
-    """One event and its three rollups in a single statement: one round trip, atomic.
-
-    The rollups select from the inserted row, so an insert that conflicts bumps nothing.
-    """
-    sql = (
-        "WITH ev AS ("
-        + _EVENT_INSERT.format(source="VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s)")
-        + " RETURNING project_id, install_id, name, timestamp, app_version, os),"
-        + " inst AS ("
-        + _INSTALL_UPSERT.format(
-            source="SELECT project_id, install_id, timestamp, timestamp, app_version, app_version,"
-            " os, 1 FROM ev WHERE install_id <> ''"
-        )
-        + "), act AS ("
-        + _ACTIVITY_UPSERT.format(
-            source="SELECT project_id, install_id, %s::date, 1, app_version, os FROM ev"
-            " WHERE install_id <> ''"
-        )
-        + "), cnt AS ("
-        + _COUNT_UPSERT.format(source="SELECT project_id, %s::date, name, 1 FROM ev")
-        + "), per AS ("
-        + _PERIOD_INSERT.format(
-            source="SELECT project_id, install_id, 'w', %s::date FROM ev WHERE install_id <> ''"
-            " UNION ALL SELECT project_id, install_id, 'm', %s::date FROM ev"
-            " WHERE install_id <> ''"
-        )
-        + ") SELECT count(*) FROM ev"
-    )
+def _store_postgres(rows: list) -> list[str | None]:
+    """Run _STORE_POSTGRES for the rows; the event ids (None for id-less) of the rows stored."""
+    params = [_dumps([_json_row(r) for r in rows])]
+    if connection.in_atomic_block:
+        # Inside a caller's transaction a failed statement would poison it: use a savepoint,
+        # so a missing partition can be created and the statement retried.
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_STORE_POSTGRES_SQL, params)
+            return [row[0] for row in cursor.fetchall()]
     with connection.cursor() as cursor:
-        params = list(row)
-        params[9] = _dumps(params[9])
-        cursor.execute(sql, [*params, day, day, week_start(day), day.replace(day=1)])
-        return cursor.fetchone()[0] == 1
+        cursor.execute(_STORE_POSTGRES_SQL, params)
+        return [row[0] for row in cursor.fetchall()]
 
 
-# PostgreSQL column types, for batches sent as one array per column (see _row_chunks).
-_EVENT_TYPES = [
-    "bigint",
-    "text",
-    "text",
-    "text",
-    "timestamptz",
-    "timestamptz",
-    "text",
-    "text",
-    "text",
-    "jsonb",
-    "text",
-]
-_INSTALL_TYPES = ["bigint", "text", "timestamptz", "timestamptz", "text", "text", "text", "bigint"]
-_ACTIVITY_TYPES = ["bigint", "text", "date", "int", "text", "text"]
-_PERIOD_TYPES = ["bigint", "text", "text", "date"]
-_COUNT_TYPES = ["bigint", "date", "text", "bigint"]
+def _json_row(row: tuple) -> dict:
+    return {f"c{i}": value for i, value in enumerate(row)}
+
+
+def _store_sqlite(project: Project, events: list[IncomingEvent], rows: list) -> list[bool]:
+    """SQLite has no data-modifying CTEs: the same writes as statements in one transaction."""
+    inserted: list[str | None] = []
+    stored_events = []
+    with transaction.atomic(), connection.cursor() as cursor:
+        for event, row in zip(events, rows, strict=True):
+            row = list(row)
+            row[9] = _dumps(row[9])
+            cursor.execute(
+                f"INSERT INTO telemetry_event ({_EVENT_COLUMNS})"
+                f" VALUES ({','.join(['%s'] * len(row))}) {_CONFLICT} RETURNING event_id",
+                row,
+            )
+            hit = cursor.fetchone()
+            if hit is not None:
+                inserted.append(hit[0])
+                stored_events.append(event)
+        if stored_events:
+            _bump_rollups(cursor, project, stored_events)
+    return _which_stored(events, inserted)
 
 
 def _dumps(value) -> str:
@@ -339,6 +355,12 @@ def _iso(value):
     if isinstance(value, dt.date | dt.datetime):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+_INSTALL_TYPES = ["bigint", "text", "timestamptz", "timestamptz", "text", "text", "text", "bigint"]
+_ACTIVITY_TYPES = ["bigint", "text", "date", "int", "text", "text"]
+_PERIOD_TYPES = ["bigint", "text", "text", "date"]
+_COUNT_TYPES = ["bigint", "date", "text", "bigint"]
 
 
 def _row_chunks(rows: list[tuple], pg_types: list[str]):
@@ -367,10 +389,7 @@ def _row_chunks(rows: list[tuple], pg_types: list[str]):
         yield "VALUES " + ",".join([placeholder] * (len(params) // len(pg_types))), params
 
 
-_INSTALL_UPSERT = """
-INSERT INTO telemetry_install
-    (project_id, install_id, first_seen, last_seen, first_version, last_version, os, event_count)
-{source}
+_INSTALL_CONFLICT = """
 ON CONFLICT (project_id, install_id) DO UPDATE SET
     first_seen = CASE WHEN excluded.first_seen < telemetry_install.first_seen
         THEN excluded.first_seen ELSE telemetry_install.first_seen END,
@@ -386,27 +405,46 @@ ON CONFLICT (project_id, install_id) DO UPDATE SET
         THEN excluded.os ELSE telemetry_install.os END,
     event_count = telemetry_install.event_count + excluded.event_count
 """
+_INSTALL_UPSERT = (
+    """
+INSERT INTO telemetry_install
+    (project_id, install_id, first_seen, last_seen, first_version, last_version, os, event_count)
+{source}"""
+    + _INSTALL_CONFLICT
+)
 
-_ACTIVITY_UPSERT = """
-INSERT INTO telemetry_dailyactivity (project_id, install_id, day, events, app_version, os)
-{source}
+_ACTIVITY_CONFLICT = """
 ON CONFLICT (project_id, install_id, day) DO UPDATE SET
     events = telemetry_dailyactivity.events + excluded.events,
     app_version = CASE WHEN excluded.app_version <> '' THEN excluded.app_version
         ELSE telemetry_dailyactivity.app_version END,
     os = CASE WHEN excluded.os <> '' THEN excluded.os ELSE telemetry_dailyactivity.os END
 """
+_ACTIVITY_UPSERT = (
+    """
+INSERT INTO telemetry_dailyactivity (project_id, install_id, day, events, app_version, os)
+{source}"""
+    + _ACTIVITY_CONFLICT
+)
 
 _PERIOD_INSERT = """
 INSERT INTO telemetry_periodactivity (project_id, install_id, period, start) {source}
 ON CONFLICT (project_id, period, start, install_id) DO NOTHING
 """
 
-_COUNT_UPSERT = """
-INSERT INTO telemetry_dailycount (project_id, day, name, events) {source}
+_COUNT_CONFLICT = """
 ON CONFLICT (project_id, day, name) DO UPDATE SET
     events = telemetry_dailycount.events + excluded.events
 """
+_COUNT_UPSERT = "INSERT INTO telemetry_dailycount (project_id, day, name, events) {source}" + (
+    _COUNT_CONFLICT
+)
+
+_STORE_POSTGRES_SQL = _STORE_POSTGRES.format(
+    install_conflict=_INSTALL_CONFLICT,
+    activity_conflict=_ACTIVITY_CONFLICT,
+    count_conflict=_COUNT_CONFLICT,
+)
 
 
 def week_start(day: dt.date) -> dt.date:

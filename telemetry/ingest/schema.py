@@ -9,6 +9,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.core.validators import RegexValidator
+from rest_framework import serializers
+
 from telemetry.models import Project
 
 INSTALL_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -145,14 +148,79 @@ def validate_properties(properties: Any, *, project: Project) -> dict[str, Any]:
     return properties
 
 
-def _short(value: Any, name: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise InvalidEvent(name, "must be a string")
-    if len(value) > MAX_SHORT:
-        raise InvalidEvent(name, f"longer than {MAX_SHORT} characters")
-    return value
+class NativeEventSerializer(serializers.Serializer):
+    """The native event, declared once: `event_from_native` validates by these fields, in this
+    order, with these messages, and the OpenAPI schema is generated from the same class.
+
+    DRF's own `is_valid` is not run on the hot path: `_RULES` below reads the declaration once
+    and applies it to the parsed JSON directly (measured several times cheaper per event).
+    """
+
+    install_id = serializers.RegexField(
+        INSTALL_ID_RE.pattern,
+        error_messages={"invalid": "required, 8-64 characters of A-Z a-z 0-9 _ -"},
+        help_text="The pseudonymous install id the client generated.",
+    )
+    name = serializers.RegexField(
+        NAME_RE.pattern,
+        error_messages={"invalid": f"required, lowercase, matching {NAME_RE.pattern}"},
+        help_text="Event name, e.g. app.start.",
+    )
+    timestamp = serializers.DateTimeField(
+        help_text="ISO 8601 with offset, within retention and at most a day ahead. A retry must"
+        " resend the same timestamp: (event_id, timestamp) is the dedupe key.",
+    )
+    event_id = serializers.RegexField(
+        EVENT_ID_RE.pattern,
+        required=False,
+        error_messages={"invalid": "8-64 characters of A-Z a-z 0-9 _ -"},
+        help_text="Idempotency key: a copy with the same id and timestamp is stored once.",
+    )
+    session_id = serializers.CharField(max_length=MAX_SHORT, required=False)
+    app_version = serializers.CharField(max_length=MAX_SHORT, required=False)
+    os = serializers.CharField(max_length=MAX_SHORT, required=False)
+    properties = serializers.DictField(
+        required=False,
+        help_text=f"≤ {MAX_PROPERTIES} keys, nesting ≤ {MAX_DEPTH}, strings ≤ {MAX_STRING}"
+        " characters; checked against the project's property schema.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    name: str
+    kind: str  # "pattern", "text", "timestamp" or "object"
+    pattern: re.Pattern | None
+    max_length: int | None
+    message: str
+
+
+def _rules(serializer: type[serializers.Serializer]) -> tuple[_Rule, ...]:
+    rules = []
+    for name, f in serializer().fields.items():
+        pattern = next((v.regex for v in f.validators if isinstance(v, RegexValidator)), None)
+        if pattern is not None:
+            kind = "pattern"
+        elif isinstance(f, serializers.DateTimeField):
+            kind = "timestamp"
+        elif isinstance(f, serializers.DictField):
+            kind = "object"
+        else:
+            kind = "text"
+        rules.append(
+            _Rule(
+                name,
+                kind,
+                pattern,
+                getattr(f, "max_length", None),
+                f.error_messages.get("invalid", ""),
+            )
+        )
+    return tuple(rules)
+
+
+_RULES = _rules(NativeEventSerializer)
+_NATIVE_FIELDS = frozenset(rule.name for rule in _RULES)
 
 
 def event_from_native(item: Any, *, project: Project, now: dt.datetime) -> IncomingEvent:
@@ -161,41 +229,27 @@ def event_from_native(item: Any, *, project: Project, now: dt.datetime) -> Incom
         raise InvalidEvent("event", "must be a JSON object")
     if not storable(item):
         raise InvalidEvent("event", "text with NUL or unpaired surrogates, or nested too deep")
-    unknown = set(item) - _NATIVE_FIELDS
+    unknown = item.keys() - _NATIVE_FIELDS
     if unknown:
         raise InvalidEvent(sorted(unknown)[0], "unknown field")
-    install_id = item.get("install_id")
-    if not isinstance(install_id, str) or not INSTALL_ID_RE.fullmatch(install_id):
-        raise InvalidEvent("install_id", "required, 8-64 characters of A-Z a-z 0-9 _ -")
-    name = item.get("name")
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise InvalidEvent("name", "required, lowercase, matching ^[a-z][a-z0-9_.:-]{0,63}$")
-    timestamp = parse_timestamp(item.get("timestamp"))
-    check_timestamp_window(timestamp, now=now, retention_days=project.retention_days)
-    event_id = item.get("event_id")
-    if event_id is not None and (
-        not isinstance(event_id, str) or not EVENT_ID_RE.fullmatch(event_id)
-    ):
-        raise InvalidEvent("event_id", "8-64 characters of A-Z a-z 0-9 _ -")
-    return IncomingEvent(
-        install_id=install_id,
-        name=name,
-        timestamp=timestamp,
-        event_id=event_id,
-        session_id=_short(item.get("session_id"), "session_id"),
-        app_version=_short(item.get("app_version"), "app_version"),
-        os=_short(item.get("os"), "os"),
-        properties=validate_properties(item.get("properties"), project=project),
-    )
-
-
-_NATIVE_FIELDS = {
-    "install_id",
-    "name",
-    "timestamp",
-    "event_id",
-    "session_id",
-    "app_version",
-    "os",
-    "properties",
-}
+    values: dict[str, Any] = {}
+    for rule in _RULES:
+        value = item.get(rule.name)
+        if rule.kind == "pattern":
+            if value is None and rule.name == "event_id":
+                continue
+            if not isinstance(value, str) or not rule.pattern.fullmatch(value):
+                raise InvalidEvent(rule.name, rule.message)
+        elif rule.kind == "timestamp":
+            value = parse_timestamp(value, field_name=rule.name)
+            check_timestamp_window(value, now=now, retention_days=project.retention_days)
+        elif rule.kind == "object":
+            value = validate_properties(value, project=project)
+        elif value is None:
+            value = ""
+        elif not isinstance(value, str):
+            raise InvalidEvent(rule.name, "must be a string")
+        elif len(value) > rule.max_length:
+            raise InvalidEvent(rule.name, f"longer than {rule.max_length} characters")
+        values[rule.name] = value
+    return IncomingEvent(**values)

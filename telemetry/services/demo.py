@@ -16,6 +16,7 @@ from django.db import connection, transaction
 
 from telemetry.ingest.pipeline import rebuild_period_activity
 from telemetry.models import DailyActivity, DailyCount, Event, Install, PeriodActivity, Project
+from telemetry.services import partitions
 
 OS_MIX = [("linux", "Linux", 0.46), ("darwin", "Darwin", 0.36), ("windows", "Windows", 0.18)]
 NAMES = [("session.start", 0.3), ("command.run", 0.42), ("tts.request", 0.2), ("app.start", 0.06)]
@@ -133,6 +134,8 @@ def seed_demo(
     releases.append((int(days * 0.85), "1.3.0"))
     counts: dict[tuple[dt.date, str], int] = defaultdict(int)
     total = rows_activity = 0
+    if partitions.partitioned():
+        partitions.ensure_range(start=first_day, end=today + dt.timedelta(days=1))
     with transaction.atomic():
         if any(m.objects.filter(project=project).exists() for m in tables):
             if not replace:

@@ -1,9 +1,13 @@
-"""The retention purge: raw events, activity rollups and installs older than a project's
-retention_days, deleted in small batches after the anonymous aggregates are snapshotted.
+"""The retention purge: raw events, activity rollups and installs dated before a project's
+retention window, removed after the anonymous aggregates are snapshotted.
 
-Each batch is its own short transaction selecting at most `batch_size` primary keys through an
-index ((project, received_at) for events), so ingest never waits behind one long DELETE and a
-kill at any point leaves a state that the next run finishes exactly.
+On PostgreSQL events live in daily partitions (telemetry.services.partitions): a day that has
+expired for every project with rows in it is detached and dropped whole. Only the remainder a
+drop cannot take (a day one project keeps and another has expired, such as a 7-day project
+beside 90-day ones) is deleted in batches, like the rollup tables. Retention counts whole UTC
+days: the first day kept is `today - retention_days`, by the event's own timestamp, which is the
+partition key; ingest refuses timestamps older than `now - retention_days`, so nothing accepted
+today is purged today. A kill at any point leaves a state that the next run finishes exactly.
 """
 
 import datetime as dt
@@ -14,18 +18,18 @@ from dataclasses import dataclass, field
 from django.db import connection, transaction
 
 from telemetry.models import Batch, DailyActivity, Event, Install, PeriodActivity, Project
-from telemetry.services import aggregates
+from telemetry.services import aggregates, partitions
 from telemetry.services.locks import job_lock
 from telemetry.services.stats import day_start
 
-# Measured with bench/purge.py on PostgreSQL (300k events, 2 shared cores): 10k-row batches
-# back to back pushed ingest p99 to ~6x; 2k rows with a 50 ms breather kept it near 1.7x.
-DEFAULT_BATCH_SIZE = 2_000
-DEFAULT_PAUSE = 0.05
+# Batches of rollup rows (and of the events a partition drop cannot take). Expired rows are
+# never written by ingest, so a batch only competes with ingest for the disk.
+DEFAULT_BATCH_SIZE = 10_000
+DEFAULT_PAUSE = 0.0
 
-# (model, column compared to the cutoff, whether the cutoff is a date or a datetime)
+# (label, model, column compared to the cutoff, whether the cutoff is a date or a datetime)
 _TARGETS = [
-    ("events", Event, "received_at", "datetime"),
+    ("events", Event, "timestamp", "datetime"),
     ("daily_activity", DailyActivity, "day", "date"),
     ("installs", Install, "last_seen", "datetime"),
     # Weeks and months that began before the cutoff: a partly purged period is already
@@ -63,23 +67,130 @@ def expired_counts(*, project: Project, now: dt.datetime) -> PurgeCounts:
     return counts
 
 
-def _delete_batch(model, project_id: int, column: str, cutoff, batch_size: int) -> int:
-    table = model._meta.db_table
-    ops = connection.ops
-    value = (
-        ops.adapt_datetimefield_value(cutoff)
-        if isinstance(cutoff, dt.datetime)
-        else ops.adapt_datefield_value(cutoff)
-    )
-    # The inner SELECT walks the (project, <column>) index and stops at batch_size rows, so each
-    # statement locks at most batch_size rows, all of them expired (ingest never writes those).
+def _delete_batch(table: str, where: str, params: list, batch_size: int) -> int:
+    # The inner SELECT stops at batch_size rows, so each statement locks at most batch_size
+    # rows, all of them expired (ingest never writes those).
+    key = "ctid" if connection.vendor == "postgresql" else "rowid"
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table}"
-            f" WHERE project_id = %s AND {column} < %s LIMIT %s)",
-            [project_id, value, batch_size],
+            f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table}"
+            f" WHERE {where} LIMIT %s)",
+            [*params, batch_size],
         )
         return cursor.rowcount
+
+
+def _delete_all(
+    table: str,
+    where: str,
+    params: list,
+    *,
+    batch_size: int,
+    pause: float,
+    progress: Callable[[int], None] | None,
+) -> int:
+    total = 0
+    while True:
+        n = _delete_batch(table, where, params, batch_size)
+        total += n
+        if progress and n:
+            progress(n)
+        if n < batch_size:
+            return total
+        if pause:
+            time.sleep(pause)
+
+
+def _count(table: str, where: str = "TRUE", params: list | None = None) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {table} WHERE {where}", params or [])
+        return cursor.fetchone()[0]
+
+
+def _purge_partitions(
+    keep_from: dict[int, dt.date],
+    counts: dict[int, PurgeCounts],
+    *,
+    batch_size: int,
+    pause: float,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Drop each daily partition every present project has expired; delete the remainder.
+
+    `keep_from` holds the first kept day of the projects being purged (already snapshotted);
+    a partition that also holds rows of a project outside it is never dropped.
+    """
+    partitions.finish_pending()
+    latest = max(keep_from.values())
+    for day, name in sorted(partitions.existing().items()):
+        if day >= latest:
+            break
+        present = partitions.projects_in(name)
+        expired = [p for p in present if p in keep_from and day < keep_from[p]]
+        if present and len(expired) == len(present):
+            n = _count(name)
+            for p in present:
+                counts[p].deleted["events"] += _count(name, "project_id = %s", [p])
+            partitions.drop(name)
+            if progress and n:
+                progress(n)
+        else:
+            for p in expired:
+                counts[p].deleted["events"] += _delete_all(
+                    name,
+                    "project_id = %s",
+                    [p],
+                    batch_size=batch_size,
+                    pause=pause,
+                    progress=progress,
+                )
+    # Expired days with no partition left need nothing; days with one were handled above.
+
+
+def _purge_rows(
+    project: Project,
+    now: dt.datetime,
+    counts: PurgeCounts,
+    *,
+    labels: set[str],
+    batch_size: int,
+    pause: float,
+    progress: Callable[[int], None] | None,
+) -> None:
+    _keep_from, values = _cutoff_values(project, now)
+    ops = connection.ops
+    # Events first, installs last: an interrupted run never leaves an install whose events
+    # or activity are still there to be found by id.
+    for label, model, column, kind in _TARGETS:
+        if label not in labels:
+            continue
+        value = (
+            ops.adapt_datetimefield_value(values[kind])
+            if kind == "datetime"
+            else ops.adapt_datefield_value(values[kind])
+        )
+        counts.deleted[label] = counts.deleted.get(label, 0) + _delete_all(
+            model._meta.db_table,
+            f"project_id = %s AND {column} < %s",
+            [project.pk, value],
+            batch_size=batch_size,
+            pause=pause,
+            progress=progress,
+        )
+
+
+def _analyze(counts: list[PurgeCounts]) -> None:
+    """Every bulk write leaves the database ready to plan (STYLE 16)."""
+    tables = {
+        model._meta.db_table
+        for label, model, *_ in _TARGETS
+        if any(c.deleted.get(label) for c in counts)
+    }
+    if connection.vendor != "postgresql" or not tables:
+        return
+    with connection.cursor() as cursor:
+        for table in sorted(tables):
+            cursor.execute(f"ANALYZE {table}")
 
 
 def purge_project(
@@ -90,30 +201,44 @@ def purge_project(
     pause: float = DEFAULT_PAUSE,
     progress: Callable[[int], None] | None = None,
 ) -> PurgeCounts:
-    """Snapshot the expiring aggregates, then delete expired rows batch by batch.
+    """Snapshot one project's expiring aggregates, then remove its expired rows."""
+    return _purge([project], now=now, batch_size=batch_size, pause=pause, progress=progress)[0]
 
-    `pause` sleeps between batches to leave the disk to ingest; `progress(n)` is told each
-    batch's row count (for a progress bar).
-    """
+
+def _purge(
+    projects: list[Project],
+    *,
+    now: dt.datetime,
+    batch_size: int,
+    pause: float,
+    progress: Callable[[int], None] | None,
+) -> list[PurgeCounts]:
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    keep_from, values = _cutoff_values(project, now)
-    counts = PurgeCounts(project=project.slug, cutoff=keep_from)
-    counts.summaries = aggregates.snapshot_expiring(project=project, now=now)
-    # Events first, installs last: an interrupted run never leaves an install whose events
-    # or activity are still there to be found by id.
-    for label, model, column, kind in _TARGETS:
-        total = 0
-        while True:
-            n = _delete_batch(model, project.pk, column, values[kind], batch_size)
-            total += n
-            if progress and n:
-                progress(n)
-            if n < batch_size:
-                break
-            if pause:
-                time.sleep(pause)
-        counts.deleted[label] = total
+    results: dict[int, PurgeCounts] = {}
+    keep_from: dict[int, dt.date] = {}
+    for p in projects:
+        keep_from[p.pk], _ = _cutoff_values(p, now)
+        results[p.pk] = PurgeCounts(project=p.slug, cutoff=keep_from[p.pk])
+        results[p.pk].deleted = {label: 0 for label, *_ in _TARGETS}
+        # Snapshots first: a drop or delete never takes rows whose totals are not kept.
+        results[p.pk].summaries = aggregates.snapshot_expiring(project=p, now=now)
+    labels = {label for label, *_ in _TARGETS}
+    if projects and partitions.partitioned():
+        _purge_partitions(keep_from, results, batch_size=batch_size, pause=pause, progress=progress)
+        labels.discard("events")
+    for p in projects:
+        _purge_rows(
+            p,
+            now,
+            results[p.pk],
+            labels=labels,
+            batch_size=batch_size,
+            pause=pause,
+            progress=progress,
+        )
+    counts = [results[p.pk] for p in projects]
+    _analyze(counts)
     return counts
 
 
@@ -130,7 +255,5 @@ def purge(
     Raises locks.LockBusy when another purge is running: the caller reports it and stops.
     """
     with job_lock("purge"):
-        return [
-            purge_project(project=p, now=now, batch_size=batch_size, pause=pause, progress=progress)
-            for p in (projects if projects is not None else Project.objects.all())
-        ]
+        chosen = list(projects if projects is not None else Project.objects.all())
+        return _purge(chosen, now=now, batch_size=batch_size, pause=pause, progress=progress)

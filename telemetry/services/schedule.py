@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from telemetry.models import TaskRun
-from telemetry.services import aggregates, purge, salts
+from telemetry.services import aggregates, partitions, purge, salts
 from telemetry.services.locks import LockBusy
 
 
@@ -54,6 +54,13 @@ def _refresh(now: dt.datetime) -> JobResult:
     return JobResult(sum(written.values()), written)
 
 
+def _partitions(now: dt.datetime) -> JobResult:
+    if not partitions.partitioned():
+        return JobResult(0, {"skipped": "this database keeps events in one table"})
+    created = partitions.ensure_ahead(now=now)
+    return JobResult(len(created), {"created": [d.isoformat() for d in created]})
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -86,6 +93,13 @@ JOBS = {
             _refresh,
             {"minute": "30", "hour": "0"},
             "Rewrite daily summaries and weekly cohorts for closed days.",
+        ),
+        Job(
+            "create_partitions",
+            "telemetry.tasks.create_partitions",
+            _partitions,
+            {"minute": "15", "hour": "*"},
+            "Create the event partitions for yesterday to a week ahead (PostgreSQL).",
         ),
     ]
 }

@@ -322,3 +322,12 @@ def test_text_no_database_can_store_is_a_failure_not_a_server_error(client, p):
 def test_a_trailing_newline_is_no_route_and_no_dataset(client, p, path, code, message):
     r = send(client, p, "[]", path=f"/p/{p.project.slug}/{path}")
     assert_error(r, code, message)
+
+
+def test_a_lone_surrogate_in_time_is_reported_with_the_server_time_not_a_503(client, p):
+    body = '[{"_time": "\\ud800", "route": "/a"}]'
+    r = send(client, p, body)
+    got = r.json()
+    assert (r.status_code, got["ingested"], got["failed"]) == (200, 0, 1)
+    assert got["failures"][0]["timestamp"].endswith("Z")
+    assert Event.objects.count() == 0

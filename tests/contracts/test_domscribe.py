@@ -11,7 +11,7 @@ from django.test import Client, override_settings
 from telemetry.contracts import domscribe
 from telemetry.models import DailyActivity, Event, Install, Project
 from tests.concurrency import burst
-from tests.factories import make_project
+from tests.factories import forget_claims, make_project
 
 SECURITY = {
     "X-Content-Type-Options": "nosniff",
@@ -85,7 +85,8 @@ def test_it_persists_the_session_under_its_iso_week(client, frozen):
     assert event.event_id == f"dom-2026-W22-{body['session_id']}"
     assert event.install_id == body["session_id"]
     assert event.name == "session"
-    assert event.timestamp == frozen["now"] and event.received_at == frozen["now"]
+    # The week's one timestamp (Monday 00:00 UTC): the dedupe key is (event_id, timestamp).
+    assert event.timestamp == MONDAY and event.received_at == frozen["now"]
     assert event.app_version == "0.4.2" and event.os == "linux"
     assert event.properties == {
         "protocol_version": "1.0.0",
@@ -101,6 +102,18 @@ def test_a_duplicate_post_within_the_same_week_is_204_and_stored_once(client, fr
     body = session_payload()
     assert post(client, p, body).status_code == 204
     frozen["now"] += dt.timedelta(days=6, hours=13)  # Sunday 23:00, still W22
+    assert_text(post(client, p, body), 204, "")
+    assert Event.objects.count() == 1
+    assert Install.objects.get().event_count == 1
+
+
+@pytest.mark.django_db
+def test_a_repeat_later_in_the_week_is_stored_once_after_the_claim_expired(client, frozen):
+    p = dom_project()
+    body = session_payload()
+    assert post(client, p, body).status_code == 204
+    forget_claims()  # the claim's TTL is over: only the database's (event_id, timestamp) is left
+    frozen["now"] += dt.timedelta(days=4)
     assert_text(post(client, p, body), 204, "")
     assert Event.objects.count() == 1
     assert Install.objects.get().event_count == 1

@@ -20,7 +20,7 @@ from telemetry.models import (
     PeriodActivity,
     TaskRun,
 )
-from telemetry.services import purge
+from telemetry.services import partitions, purge
 from telemetry.services.locks import LockBusy
 from tests.factories import ingest_at, make_project, shared_database_url
 
@@ -60,6 +60,8 @@ def every_table() -> dict[str, list[dict]]:
 def restore(snapshot: dict[str, list[dict]]) -> None:
     for model in reversed(CHANGED):
         model.objects.all().delete()
+    if partitions.partitioned():  # the killed run may have dropped whole days
+        partitions.ensure({r["timestamp"].date() for r in snapshot["Event"]})
     for model in CHANGED:
         model.objects.bulk_create(model(**row) for row in snapshot[model.__name__])
 

@@ -1,0 +1,165 @@
+"""Event partitions on PostgreSQL: created ahead and on demand, dropped whole by the purge, and
+only the remainder a drop cannot take deleted row by row."""
+
+import datetime as dt
+import threading
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from telemetry.ingest import pipeline
+from telemetry.ingest.schema import IncomingEvent
+from telemetry.models import DailyCount, DailySummary, Event
+from telemetry.services import partitions, purge
+from tests.factories import ingest_at, make_project
+
+pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
+
+NOW = dt.datetime(2025, 6, 15, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(autouse=True)
+def _postgres_only():
+    if connection.vendor != "postgresql":
+        pytest.skip("events are partitioned on PostgreSQL only; SQLite keeps one table")
+
+
+def days_ago(n: int, hour: int = 10) -> dt.datetime:
+    return (NOW - dt.timedelta(days=n)).replace(hour=hour)
+
+
+def test_the_table_is_partitioned_by_day_and_beat_creates_the_days_ahead():
+    assert partitions.partitioned()
+    created = partitions.ensure_ahead(now=NOW)
+    today = NOW.date()
+    expected = {today + dt.timedelta(days=i) for i in range(-1, partitions.DAYS_AHEAD + 1)}
+    assert set(created) == expected
+    assert expected <= set(partitions.existing())
+    assert partitions.ensure_ahead(now=NOW) == []  # idempotent
+
+
+def test_an_event_on_a_day_without_a_partition_is_stored_through_on_demand_creation():
+    p = make_project(retention_days=400).project
+    when = days_ago(200)
+    assert when.date() not in partitions.existing()
+    result = ingest_at(p, when, "inst_ondemand1")
+    assert result.accepted == 1
+    assert when.date() in partitions.existing()
+    assert Event.objects.get(project=p).timestamp == when
+
+
+def test_a_purge_drops_whole_expired_days_and_keeps_the_rest():
+    p = make_project(retention_days=30).project
+    for n in (40, 35, 31, 30, 29, 1):
+        ingest_at(p, days_ago(n), f"inst_day_{n:05d}")
+    (result,) = purge.purge(now=NOW)
+    assert result.deleted["events"] == 3
+    kept = sorted(Event.objects.values_list("timestamp", flat=True))
+    assert kept == [days_ago(30), days_ago(29), days_ago(1)]
+    existing = partitions.existing()
+    for n in (40, 35, 31):
+        assert days_ago(n).date() not in existing  # dropped, not emptied
+    for n in (30, 29, 1):
+        assert days_ago(n).date() in existing
+
+
+def test_the_first_kept_day_starts_at_midnight_utc_exactly():
+    p = make_project(retention_days=30).project
+    first_kept = dt.datetime.combine(NOW.date() - dt.timedelta(days=30), dt.time.min, dt.UTC)
+    ingest_at(p, first_kept - dt.timedelta(microseconds=1), "inst_edge_before", n=1)
+    ingest_at(p, first_kept, "inst_edge_after1")
+    purge.purge(now=NOW)
+    assert list(Event.objects.values_list("timestamp", flat=True)) == [first_kept]
+
+
+def test_a_seven_day_project_beside_a_ninety_day_one_loses_exactly_its_expired_rows():
+    short = make_project(retention_days=7).project
+    long = make_project(retention_days=90).project
+    for n in (20, 10, 8, 7, 2):
+        ingest_at(short, days_ago(n), f"inst_short_{n:03d}")
+        ingest_at(long, days_ago(n), f"inst_long_{n:04d}")
+    ingest_at(long, days_ago(100), "inst_long_expired")
+    results = {r.project: r for r in purge.purge(now=NOW)}
+    assert results[short.slug].deleted["events"] == 3
+    assert results[long.slug].deleted["events"] == 1
+    assert sorted(Event.objects.filter(project=short).values_list("timestamp", flat=True)) == [
+        days_ago(7),
+        days_ago(2),
+    ]
+    assert Event.objects.filter(project=long).count() == 5
+    # The long project's days stay as partitions; its own expired day is gone whole.
+    assert days_ago(20).date() in partitions.existing()
+    assert days_ago(100).date() not in partitions.existing()
+
+
+def test_purging_one_project_never_drops_a_day_another_project_still_holds():
+    a = make_project(retention_days=30).project
+    b = make_project(retention_days=30).project
+    ingest_at(a, days_ago(40), "inst_a_000001")
+    ingest_at(b, days_ago(40), "inst_b_000001")
+    purge.purge(now=NOW, projects=[a])
+    assert not Event.objects.filter(project=a).exists()
+    assert Event.objects.filter(project=b).count() == 1  # b was not snapshotted: kept
+    assert days_ago(40).date() in partitions.existing()
+
+
+def test_dropped_days_are_snapshotted_first_and_counts_survive():
+    p = make_project(retention_days=30).project
+    ingest_at(p, days_ago(40), "inst_snap_0001", n=3)
+    purge.purge(now=NOW)
+    summary = DailySummary.objects.get(project=p, day=days_ago(40).date())
+    assert (summary.active_installs, summary.events) == (1, 3)
+    assert DailyCount.objects.get(project=p, day=days_ago(40).date()).events == 3
+
+
+def test_a_detach_left_pending_or_half_done_by_a_killed_purge_is_finished_next_run():
+    p = make_project(retention_days=30).project
+    ingest_at(p, days_ago(40), "inst_pending01")
+    name = partitions.partition_name(days_ago(40).date())
+    # What a purge killed between DETACH and DROP leaves: a detached table named like a day.
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE telemetry_event DETACH PARTITION {name}")
+    assert partitions.finish_pending() == [name]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s)", [name])
+        assert cursor.fetchone()[0] is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_meets_a_locked_parent_with_a_clean_503_not_a_500():
+    """Creating a partition waits at most LOCK_TIMEOUT for the parent; then ingest says 503."""
+    p = make_project(retention_days=400).project
+    db = settings.DATABASES["default"]
+    dsn = (
+        f"host={db['HOST'] or '127.0.0.1'} port={db['PORT'] or 5432}"
+        f" user={db['USER'] or 'postgres'} dbname={connection.settings_dict['NAME']}"
+    )
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with psycopg.connect(dsn) as other:
+            # Blocks partition DDL on the parent, not inserts into existing partitions.
+            other.execute("LOCK TABLE telemetry_event IN SHARE UPDATE EXCLUSIVE MODE")
+            locked.set()
+            release.wait(20)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        when = days_ago(300)
+        event = IncomingEvent(
+            install_id="inst_locked01", name="app.start", timestamp=when, event_id="evt_locked01"
+        )
+        with pytest.raises(pipeline.ServiceUnavailable) as raised:
+            pipeline.ingest(project=p, events=[event], client_ip="192.0.2.1", now=NOW)
+        assert raised.value.service == "database"
+        assert not Event.objects.filter(project=p).exists()
+    finally:
+        release.set()
+        holder.join(30)
+    # Once the lock is gone the same event goes through: its claim was released.
+    result = pipeline.ingest(project=p, events=[event], client_ip="192.0.2.1", now=NOW)
+    assert result.accepted == 1

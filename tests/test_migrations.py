@@ -1,0 +1,86 @@
+"""Migration 0003 (events v2) on a database that already holds events: nothing is lost.
+
+On PostgreSQL the plain table becomes daily partitions; on SQLite only the unique key changes.
+Rows are written with raw SQL at 0002, the migration runs, and every row is compared.
+"""
+
+import datetime as dt
+import json
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from telemetry.services import partitions
+
+BEFORE = [("telemetry", "0002_period_activity")]
+AFTER = [("telemetry", "0003_partition_events")]
+COLUMNS = (
+    "id, project_id, event_id, install_id, name, timestamp, received_at, session_id,"
+    " app_version, os, properties, ip_hash"
+)
+
+
+def migrate(targets) -> None:
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(targets)
+
+
+def rows() -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {COLUMNS} FROM telemetry_event ORDER BY id")
+        return [tuple(str(v) for v in row) for row in cursor.fetchall()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_survive_the_move_to_v2_and_ids_continue():
+    migrate(BEFORE)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO telemetry_project (slug, name, contract, hostnames,"
+                " operator_token_hash, retention_days, install_rate, ip_rate, allowed_origins,"
+                " property_schema, strict, redact_pii, public_page, created_at) VALUES"
+                " ('mig', 'Mig', 'native', '[]', '', 90, '10/h', '10/h', '[]', '{}',"
+                " false, false, false, %s) RETURNING id",
+                [dt.datetime(2025, 1, 1, tzinfo=dt.UTC)],
+            )
+            project = cursor.fetchone()[0]
+            start = dt.datetime(2025, 3, 1, 23, 30, tzinfo=dt.UTC)
+            for i in range(300):
+                when = start + dt.timedelta(hours=7 * i)
+                cursor.execute(
+                    "INSERT INTO telemetry_event (project_id, event_id, install_id, name,"
+                    " timestamp, received_at, session_id, app_version, os, properties, ip_hash)"
+                    " VALUES (%s, %s, %s, 'app.start', %s, %s, 's', '1.0', 'linux', %s, 'h')",
+                    [
+                        project,
+                        f"evt_{i:08d}" if i % 3 else None,
+                        f"inst_{i % 17:08d}",
+                        when,
+                        when + dt.timedelta(seconds=5),
+                        json.dumps({"i": i, "nested": {"k": [1, 2]}}),
+                    ],
+                )
+        before = rows()
+        assert len(before) == 300
+        migrate(AFTER)
+        assert rows() == before
+        if connection.vendor == "postgresql":
+            assert partitions.partitioned()
+            # 300 events 7 hours apart span 88 UTC days, each now a partition of its own.
+            days = {(start + dt.timedelta(hours=7 * i)).date() for i in range(300)}
+            assert days <= set(partitions.existing())
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO telemetry_event (project_id, install_id, name, timestamp,"
+                " received_at, session_id, app_version, os, properties, ip_hash)"
+                " VALUES (%s, 'inst_new', 'x', %s, %s, '', '', '', '{}', '') RETURNING id",
+                [project, start, start],
+            )
+            assert cursor.fetchone()[0] > max(int(r[0]) for r in before)
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
