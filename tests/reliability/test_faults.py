@@ -257,3 +257,81 @@ def test_a_batch_cut_off_mid_write_is_stored_whole_or_not_at_all(postgres_behind
             outcomes.append(status)
             assert (status, stored) in {(202, 1000), (503, 0)}, (delay, status, stored)
         assert 503 in outcomes  # the outage was really met (202 alone would prove nothing)
+
+
+def test_a_write_cut_off_gives_back_its_claim_and_quota(postgres_behind_proxy):
+    """PostgreSQL gone mid-request: 503, and the event's claim and rate-limit hits are returned,
+    so the client's retry is stored (not answered "duplicate") and costs one hit, not two."""
+    env, _project, proxy, counts = postgres_behind_proxy
+    tight = servers.create_project(env, "tight", "--install-rate", "2/h")
+    key = tight["ingest_key"]
+    first = event(install_id="inst_tight_0001")
+    with servers.gunicorn(env) as base:
+        url = base + "/api/v1/events"
+        before = counts()
+        proxy.stop()
+        status, headers, body = servers.post_json(url, first, key)
+        assert status == 503, body
+        assert b'"detail": "database unavailable, retry later"' in body
+        assert int(headers["Retry-After"]) > 0
+        proxy.start()
+        answers = []
+        until(lambda: answers.append(servers.post_json(url, first, key)) or answers[-1][0] != 503)
+        retry = answers[-1]
+        assert (retry[0], retry[2]) == (202, b'{"accepted": 1, "duplicates": 0, "rejected": []}')
+        second = servers.post_json(url, event(install_id="inst_tight_0001"), key)
+        assert second[0] == 202  # the failed attempt's hit was given back: 2 of 2 used now
+        third = servers.post_json(url, event(install_id="inst_tight_0001"), key)
+        assert third[0] == 429
+        # Two events, and exactly their rollups: nothing orphaned by the failed attempt.
+        assert counts() == (before[0] + 2, before[1] + 1, before[2] + 1)
+
+
+# --- the cache server dies between the claim and the statement ----------------------------------
+
+
+@pytest.mark.django_db
+def test_the_cache_dying_after_the_claim_still_stores_the_event_exactly_once(
+    redis_server, settings, monkeypatch
+):
+    """The claim was granted and the quota charged before the cache died: the write goes on,
+    and the client's retry (the cache back, empty) is recognised by the database's key."""
+    from telemetry.ingest import pipeline
+    from telemetry.ingest.schema import IncomingEvent
+    from telemetry.models import Event, Install
+    from tests.factories import make_project
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": redis_server.url,
+            "KEY_PREFIX": "tm-fault",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
+        }
+    }
+    project = make_project().project
+    sent = IncomingEvent(
+        install_id="inst_cachedies",
+        name="app.start",
+        timestamp=timezone.now(),
+        event_id="evt_cache_dies_0001",
+    )
+    store = pipeline._store
+
+    def cache_dies_first(*args, **kwargs):
+        redis_server.kill()
+        return store(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_store", cache_dies_first)
+    result = pipeline.ingest(project=project, events=[sent], client_ip="192.0.2.7")
+    assert result.accepted == 1
+    monkeypatch.setattr(pipeline, "_store", store)
+    # While the cache is dead, the retry is refused whole: 503, nothing more stored.
+    with pytest.raises(pipeline.ServiceUnavailable) as dead:
+        pipeline.ingest(project=project, events=[sent], client_ip="192.0.2.7")
+    assert dead.value.service == "cache"
+    redis_server.start()  # back, and empty: the claim is gone, the database's key is not
+    again = pipeline.ingest(project=project, events=[sent], client_ip="192.0.2.7")
+    assert (again.accepted, again.duplicates) == (0, 1)
+    assert Event.objects.filter(project=project).count() == 1
+    assert Install.objects.get(project=project).event_count == 1
