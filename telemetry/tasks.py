@@ -26,3 +26,8 @@ def refresh_aggregates() -> int:
 @shared_task(name="telemetry.tasks.create_partitions")
 def create_partitions() -> int:
     return run_job("create_partitions").rows
+
+
+@shared_task(name="telemetry.tasks.analyze_events")
+def analyze_events() -> int:
+    return run_job("analyze_events").rows

@@ -179,6 +179,7 @@ def _increment(request: HttpRequest, project: Project) -> HttpResponse:
         event_id=_flash_event_id(session),
         session_id=session if len(session) <= 64 else "",
         properties={"sessionId": session},
+        dedupe_any_time=True,  # one flash per session, whenever it is reported
     )
     outcome = _run(request, project, event, now)
     if outcome.status == pipeline.LIMITED:
@@ -259,6 +260,7 @@ def _ingest(request: HttpRequest, project: Project, record: dict[str, Any]) -> p
         app_version=record["app_version"],
         os="",
         properties=record,
+        dedupe_any_time=record["event_type"] == FLASH,  # one flash per session, at any time
     )
     return _run(request, project, event, now)
 

@@ -464,11 +464,15 @@ def _event(
         raise InvalidEvent("correlation_id", "must be a string")
     properties = {**validate_properties(dict(item), project=project), **(extra or {})}
     private = project.redact_pii
+    timestamp = _timestamp(item.get("timestamp"), project=project, now=now)
     return IncomingEvent(
         install_id=_install_id(item.get("device_id"), private=private),
         name=name or _name(item.get("category"), private=private),
-        timestamp=_timestamp(item.get("timestamp"), project=project, now=now),
+        timestamp=timestamp,
         event_id=_event_id(correlation, private=private),
+        # A retry of an event without a usable time gets another arrival time: match its
+        # correlation id on every day instead.
+        dedupe_any_time=bool(correlation) and timestamp == now,
         session_id=_short(item.get("session_id"), private=private),
         app_version=_short(item.get("version"), private=private),
         os="",

@@ -202,7 +202,8 @@ def _first_copies(events: list[IncomingEvent], outcomes: list[Outcome | None]) -
 
 
 def _rows(project: Project, events: list[IncomingEvent], ip_hash: str, now: dt.datetime) -> list:
-    """One telemetry_event row (column order of _EVENT_COLUMNS) per event."""
+    """One telemetry_event row (column order of _EVENT_COLUMNS) per event, plus its
+    dedupe_any_time flag last (not a column: it decides whether the row is inserted)."""
     ops = connection.ops
     received = ops.adapt_datetimefield_value(now)
     return [
@@ -218,6 +219,7 @@ def _rows(project: Project, events: list[IncomingEvent], ip_hash: str, now: dt.d
             e.os,
             redact(e.properties) if project.redact_pii else e.properties,
             ip_hash,
+            e.dedupe_any_time,
         )
         for e in events
     ]
@@ -260,7 +262,10 @@ WITH ev AS (
     INSERT INTO telemetry_event ({_EVENT_COLUMNS})
     SELECT c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10 FROM jsonb_to_recordset(%s::jsonb)
         AS x(c0 bigint, c1 text, c2 text, c3 text, c4 timestamptz, c5 timestamptz, c6 text,
-             c7 text, c8 text, c9 jsonb, c10 text)
+             c7 text, c8 text, c9 jsonb, c10 text, c11 boolean)
+    WHERE CASE WHEN c11 THEN NOT EXISTS (
+        SELECT 1 FROM telemetry_event e WHERE e.project_id = x.c0 AND e.event_id = x.c1
+    ) ELSE TRUE END
     {_CONFLICT}
     RETURNING project_id, event_id, install_id, name, timestamp, app_version, os
 ), d AS (
@@ -331,7 +336,14 @@ def _store_sqlite(project: Project, events: list[IncomingEvent], rows: list) -> 
     stored_events = []
     with transaction.atomic(), connection.cursor() as cursor:
         for event, row in zip(events, rows, strict=True):
-            row = list(row)
+            *row, any_time = row
+            if any_time:
+                cursor.execute(
+                    "SELECT 1 FROM telemetry_event WHERE project_id = %s AND event_id = %s",
+                    [row[0], row[1]],
+                )
+                if cursor.fetchone() is not None:
+                    continue
             row[9] = _dumps(row[9])
             cursor.execute(
                 f"INSERT INTO telemetry_event ({_EVENT_COLUMNS})"

@@ -43,6 +43,10 @@ class IncomingEvent:
     app_version: str = ""
     os: str = ""
     properties: dict[str, Any] = field(default_factory=dict)
+    # The dedupe key is (event_id, timestamp), as a retry resends the same timestamp. A front
+    # door whose id must stay unique whatever the time (a flash per session, an id stamped with
+    # the arrival time) sets this: the store then looks for the id on every day first.
+    dedupe_any_time: bool = False
 
 
 def parse_timestamp(value: Any, *, field_name: str = "timestamp") -> dt.datetime:

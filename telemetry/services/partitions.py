@@ -9,7 +9,7 @@ import datetime as dt
 import logging
 import re
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, OperationalError, connection, transaction
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +18,7 @@ _NAME = re.compile(r"^telemetry_event_p(\d{8})$")
 # Partition DDL waits at most this long for a lock: an analytics query holding the parent must
 # not make every insert queue behind a waiting CREATE or DETACH.
 LOCK_TIMEOUT = "2s"
+DROP_LOCK_TIMEOUT = "100ms"
 DAYS_AHEAD = 7
 
 
@@ -118,21 +119,29 @@ def projects_in(name: str) -> list[int]:
 
 
 def drop(name: str) -> None:
-    """Detach one partition without blocking ingest on the parent, then drop it.
+    """Detach one partition and drop it, holding the parent for milliseconds at most.
 
-    DETACH … CONCURRENTLY takes no lock that stops inserts; killed half-way, it leaves the
-    partition "detach pending", which `finish_pending` completes on the next run.
+    A plain DETACH needs a moment of exclusive lock on the parent: it waits at most
+    DROP_LOCK_TIMEOUT (ingest queues behind it no longer), then falls back to DETACH …
+    CONCURRENTLY, which never blocks inserts but costs two transactions. Killed half-way, that
+    leaves the partition "detach pending", which `finish_pending` completes on the next run.
     """
-    # CONCURRENTLY cannot run inside a transaction (a caller's atomic block, as in tests):
-    # there a plain DETACH holds the parent for the moment the drop takes.
-    concurrently = "" if connection.in_atomic_block else " CONCURRENTLY"
-    with connection.cursor() as cursor:
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            if connection.in_atomic_block:
+                # Rows written earlier in a caller's transaction still owe their FK checks.
+                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            cursor.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'")
+            cursor.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {name}")
+            cursor.execute(f"DROP TABLE {name}")
+        return
+    except OperationalError:
         if connection.in_atomic_block:
-            # Rows written earlier in this transaction still owe their deferred FK checks.
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            raise  # CONCURRENTLY cannot run inside a transaction
+    with connection.cursor() as cursor:
         cursor.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
         try:
-            cursor.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {name}{concurrently}")
+            cursor.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {name} CONCURRENTLY")
             cursor.execute(f"DROP TABLE {name}")
         finally:
             cursor.execute("SET lock_timeout = 0")
@@ -161,6 +170,13 @@ def finish_pending() -> list[str]:
             cursor.execute(f"DROP TABLE {name}")
             done.append(name)
     return done
+
+
+def analyze_parent() -> None:
+    """Refresh the parent's inherited statistics (autovacuum never analyses a partitioned
+    parent); every partition is sampled, so this runs as its own daily job."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {PARENT}")
 
 
 def event_days(cursor, table: str) -> list[dt.date]:

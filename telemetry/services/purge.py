@@ -114,7 +114,7 @@ def _purge_partitions(
     batch_size: int,
     pause: float,
     progress: Callable[[int], None] | None,
-) -> None:
+) -> set[str]:
     """Drop each daily partition every present project has expired; delete the remainder.
 
     `keep_from` holds the first kept day of the projects being purged (already snapshotted);
@@ -122,6 +122,7 @@ def _purge_partitions(
     """
     partitions.finish_pending()
     latest = max(keep_from.values())
+    touched = set()
     for day, name in sorted(partitions.existing().items()):
         if day >= latest:
             break
@@ -135,6 +136,8 @@ def _purge_partitions(
             if progress and n:
                 progress(n)
         else:
+            if expired:
+                touched.add(name)
             for p in expired:
                 counts[p].deleted["events"] += _delete_all(
                     name,
@@ -144,7 +147,7 @@ def _purge_partitions(
                     pause=pause,
                     progress=progress,
                 )
-    # Expired days with no partition left need nothing; days with one were handled above.
+    return touched
 
 
 def _purge_rows(
@@ -179,13 +182,21 @@ def _purge_rows(
         )
 
 
-def _analyze(counts: list[PurgeCounts]) -> None:
-    """Every bulk write leaves the database ready to plan (STYLE 16)."""
+def _analyze(counts: list[PurgeCounts], touched: set[str]) -> None:
+    """Every bulk write leaves the database ready to plan (STYLE 16).
+
+    Dropped partitions leave the others' statistics as they were; the partitions rows were
+    deleted from are analysed here. The parent's inherited statistics need a pass over every
+    partition (seconds at 10M rows): the daily `analyze_events` job does that, not the purge.
+    """
     tables = {
         model._meta.db_table
         for label, model, *_ in _TARGETS
-        if any(c.deleted.get(label) for c in counts)
+        if label != "events" and any(c.deleted.get(label) for c in counts)
     }
+    tables |= touched
+    if partitions.PARENT in tables and partitions.partitioned():
+        tables.discard(partitions.PARENT)
     if connection.vendor != "postgresql" or not tables:
         return
     with connection.cursor() as cursor:
@@ -224,8 +235,11 @@ def _purge(
         # Snapshots first: a drop or delete never takes rows whose totals are not kept.
         results[p.pk].summaries = aggregates.snapshot_expiring(project=p, now=now)
     labels = {label for label, *_ in _TARGETS}
+    touched: set[str] = set()
     if projects and partitions.partitioned():
-        _purge_partitions(keep_from, results, batch_size=batch_size, pause=pause, progress=progress)
+        touched = _purge_partitions(
+            keep_from, results, batch_size=batch_size, pause=pause, progress=progress
+        )
         labels.discard("events")
     for p in projects:
         _purge_rows(
@@ -238,7 +252,9 @@ def _purge(
             progress=progress,
         )
     counts = [results[p.pk] for p in projects]
-    _analyze(counts)
+    if not partitions.partitioned() and any(c.deleted["events"] for c in counts):
+        touched.add(Event._meta.db_table)
+    _analyze(counts, touched)
     return counts
 
 

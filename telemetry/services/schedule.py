@@ -61,6 +61,13 @@ def _partitions(now: dt.datetime) -> JobResult:
     return JobResult(len(created), {"created": [d.isoformat() for d in created]})
 
 
+def _analyze_events(now: dt.datetime) -> JobResult:
+    if not partitions.partitioned():
+        return JobResult(0, {"skipped": "autovacuum analyses this database's event table"})
+    partitions.analyze_parent()
+    return JobResult(0, {"analyzed": partitions.PARENT})
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -100,6 +107,13 @@ JOBS = {
             _partitions,
             {"minute": "15", "hour": "*"},
             "Create the event partitions for yesterday to a week ahead (PostgreSQL).",
+        ),
+        Job(
+            "analyze_events",
+            "telemetry.tasks.analyze_events",
+            _analyze_events,
+            {"minute": "30", "hour": "2"},
+            "Refresh the partitioned event table's planner statistics after the purge.",
         ),
     ]
 }

@@ -10,7 +10,7 @@ from django.utils import timezone
 from telemetry.ingest.auth import forget_projects
 from telemetry.models import Event, Install
 from tests.concurrency import burst
-from tests.factories import make_project
+from tests.factories import forget_claims, make_project
 
 pytestmark = pytest.mark.django_db
 
@@ -92,6 +92,21 @@ def test_repeated_flash_success_is_deduped_and_uses_no_quota(client):
     r = post(client, p, "event", failure())
     assert_reply(r, 429, {"ok": False, "error": "Rate limited"})
     assert Event.objects.count() == 2
+
+
+def test_a_session_flashing_again_days_later_is_still_one_flash(client, p):
+    """The worker's unique index was per session: the dedupe holds past the claim's TTL and
+    across days, though the event's time (part of the stored key) differs."""
+    first = timezone.now() - dt.timedelta(days=3)
+    body = flash(occurred_at=first.isoformat())
+    assert_reply(post(client, p, "event", body), 200, {"ok": True, "deduped": False})
+    forget_claims()
+    later = flash(occurred_at=timezone.now().isoformat())
+    assert_reply(post(client, p, "event", later), 200, {"ok": True, "deduped": True})
+    forget_claims()
+    r = post(client, p, "increment", {"sessionId": "sess-0001-abcd"})
+    assert r.json()["deduped"] is True
+    assert Event.objects.count() == 1
 
 
 def test_error_events_are_never_deduped(client, p):
