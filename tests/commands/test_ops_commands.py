@@ -139,7 +139,7 @@ def test_export_to_stdout_as_csv_with_since():
     p = with_old_and_new_data()
     since = (timezone.now() - dt.timedelta(days=1)).date().isoformat()
     out = run("export_events", p.slug, "--format", "csv", "--since", since)
-    assert out.splitlines()[0].startswith("event_id,install_id,name")
+    assert out.splitlines()[0].startswith('"event_id","install_id","name"')  # every cell quoted
     assert len(out.splitlines()) == 2
 
 

@@ -163,6 +163,27 @@ def test_explorer_filters_and_exports_the_same_rows(client, member):
     assert all("ip_hash" not in x for x in lines)
 
 
+def test_the_csv_export_neutralises_formulas_sent_through_the_api(client, member):
+    from tests.services.test_exports import FORMULA_START, NASTY, _stored_as_sent
+
+    p = make_project()
+    p.project.members.add(member)
+    events = [
+        native_event(session_id=v, app_version=NASTY[i - 1], os=NASTY[i - 2])
+        for i, v in enumerate(NASTY)
+    ]
+    send(client, p.ingest_key, events)  # checks every event was accepted
+    r = client.get(f"/dashboard/{p.project.slug}/events/export.csv")
+    rows = list(csv.DictReader(io.StringIO(b"".join(r.streaming_content).decode())))
+    assert len(rows) == len(NASTY)
+    for row in rows:
+        assert not any(cell.startswith(FORMULA_START) for cell in row.values()), row
+    sent = {e["event_id"]: e for e in events}
+    for row in rows:
+        for field in ("session_id", "app_version", "os"):
+            assert _stored_as_sent(row[field], sent[row["event_id"]][field])
+
+
 def test_public_page_only_when_enabled_and_never_with_ids(client):
     p = seeded_project(client, seed=11, events=100)
     url = f"/public/{p.project.slug}/"
