@@ -56,3 +56,26 @@ def test_rate_limit_keys_hold_no_raw_ip_or_username(client):
     keys += list(getattr(cache, "_cache", {}) or [])
     for key in map(str, keys):
         assert "203.0.113.77" not in key and "maint" not in key
+
+
+def admin_login(client, username, password="wrong-password", ip="203.0.113.9"):  # noqa: S107
+    return client.post(
+        "/admin/login/", {"username": username, "password": password}, REMOTE_ADDR=ip
+    )
+
+
+def test_the_admin_and_dashboard_logins_share_one_budget_per_username(client):
+    get_user_model().objects.create_user("maint", password="pw-123456789", is_staff=True)
+    for i in range(5):
+        assert admin_login(client, "maint", ip=f"198.51.100.{i}").status_code == 200
+        assert login(client, "maint", ip=f"198.51.100.{i + 100}").status_code == 200
+    assert login(client, "maint", "pw-123456789", ip="198.51.100.200").status_code == 429
+    assert admin_login(client, "maint", "pw-123456789", ip="198.51.100.201").status_code == 429
+
+
+def test_the_admin_and_dashboard_logins_share_one_budget_per_ip(client):
+    for i in range(10):
+        assert admin_login(client, f"admin{i}").status_code == 200
+        assert login(client, f"user{i}").status_code == 200
+    assert login(client, "someone-else").status_code == 429
+    assert admin_login(client, "someone-else").status_code == 429
