@@ -16,7 +16,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from telemetry.ingest import limits
-from telemetry.ingest.privacy import hash_ip, redact
+from telemetry.ingest.privacy import hash_ip, ip_rate_key, redact
 from telemetry.ingest.schema import IncomingEvent
 from telemetry.models import PeriodActivity, Project
 
@@ -88,6 +88,7 @@ def ingest(
     except DatabaseError as exc:
         raise _unavailable("database", exc) from exc
     rows = _rows(project, events, ip_hash, now)
+    ip_hash = ip_rate_key(ip=client_ip, project_id=project.pk)  # the limiter's: no midnight reset
     if len(events) == 1 and not events[0].event_id and connection.vendor == "postgresql":
         return _ingest_one_without_id(project, events, rows[0], ip_hash, limit_key)
     fresh: list[int] = []
