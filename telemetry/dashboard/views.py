@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.decorators import method_decorator
 
-from telemetry.analytics import active, breakdown, errors, events, retention
+from telemetry.analytics import active, breakdown, errors, events, public, retention
 from telemetry.analytics.access import project_for, public_project, visible_projects
 from telemetry.analytics.periods import BadRequest, today
 from telemetry.dashboard.forms import BreakdownForm, EventFilterForm, RangeForm
@@ -351,19 +351,21 @@ def public_page(request, slug: str):
     if project is None:
         return not_found(request)
     end = today(timezone.now())
-    start = end - dt.timedelta(days=83)
-    weekly = active.active_series(project=project, interval="week", start=start, end=end)
+    usage = public.weekly_usage(project=project, start=end - dt.timedelta(days=83), end=end)
     ctx = {
         "project": project,
         "schema": sorted((project.property_schema or {}).items()),
         "chart": {
-            "labels": [p.label for p in weekly],
+            "labels": [w.label for w in usage.weeks],
             "datasets": [
-                {"label": "weekly active installs", "data": [p.active_installs for p in weekly]},
-                {"label": "events", "data": [p.events for p in weekly]},
+                {
+                    "label": "weekly active installs",
+                    "data": [w.active_installs for w in usage.weeks],
+                },
+                {"label": "events", "data": [w.events for w in usage.weeks]},
             ],
         },
-        "weekly": weekly,
+        "usage": usage,
     }
     return render(request, "public/project.html", ctx)
 
