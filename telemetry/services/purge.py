@@ -1,6 +1,10 @@
 """The retention purge: raw events, activity rollups and installs older than a project's
 retention_days, deleted in small batches after the anonymous aggregates are snapshotted.
 
+The rule: an event is purged when received_at < 00:00 UTC of the cutoff day (the purge's UTC day
+minus retention_days); rollups dated before the cutoff day go too. Ingest's window starts at now
+minus retention_days, never before the cutoff day, so nothing accepted today is purged today.
+
 Each batch is its own short transaction selecting at most `batch_size` primary keys through an
 index ((project, received_at) for events), so ingest never waits behind one long DELETE and a
 kill at any point leaves a state that the next run finishes exactly.
