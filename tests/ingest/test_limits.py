@@ -144,7 +144,11 @@ def test_an_unreachable_cache_gives_503_and_stores_nothing(client):
     p = make_project()
     r = post(client, native_event(), p.ingest_key)
     assert r.status_code == 503
-    assert r.json()["error"] == "service_unavailable"
+    assert r.json() == {
+        "error": "service_unavailable",
+        "detail": "cache unavailable, retry later",  # the designed outage, not a crash
+        "retry_after": int(r["Retry-After"]),
+    }
     assert int(r["Retry-After"]) > 0
     assert Event.objects.count() == 0
 
