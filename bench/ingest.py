@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import launch  # bench/launch.py
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,46 +87,14 @@ def prepare_platform() -> str:
 
 
 def start(app: str, port: int, workers: int) -> subprocess.Popen:
-    cmd = [
-        str(Path(PY).parent / "gunicorn"),
-        app,
-        "-c",
-        "gunicorn.conf.py",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-    ]
     env = sh_env(REF_DB=REF_DB, PYTHONPATH=str(ROOT / "bench"))
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return proc
-        except urllib.error.HTTPError:
-            return proc  # the reference app has no /healthz: a 404 means it is up
-        except OSError:
-            time.sleep(0.3)
-    stop(proc)
-    raise RuntimeError(f"{app} did not start on port {port}")
+    proc = launch.gunicorn(app, port=port, workers=workers, env=env)
+    # The reference app has no /healthz: any answer means it is up.
+    launch.wait_ready(port, proc, any_answer=True)
+    return proc
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+stop = launch.stop
 
 
 def worker_rss_mb(proc: subprocess.Popen) -> list[float]:

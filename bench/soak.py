@@ -22,8 +22,6 @@ import json
 import os
 import random
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
+import launch  # bench/launch.py
 import psycopg
 import redis
 
@@ -98,55 +97,6 @@ from telemetry.models import Event, TaskRun
 print(TaskRun.objects.filter(task="purge", ok=True).count(),
       TaskRun.objects.filter(ok=False).count(), Event.objects.filter(name="old").count())
 """
-
-
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise SystemExit("no free port in 18500-18599")
-
-
-def start(cmd: list[str], log: str) -> subprocess.Popen:
-    # A session of its own, so a stuck process group can be killed as one, by its PID.
-    return subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=env(),
-        stdout=open(DATA_DIR / log, "w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-
-
-def wait_ready(port: int, proc: subprocess.Popen, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"gunicorn exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit("server not ready in time")
 
 
 def rss_mb(pid: int) -> float:
@@ -326,21 +276,11 @@ def main() -> int:
         )
     manage("shell", "-v", "0", "-c", SETUP.format(slug="soak-pryx", n=args.old_events))
 
-    port = free_port()
-    web = start(
-        [
-            str(BIN / "gunicorn"),
-            "config.wsgi",
-            "-c",
-            "gunicorn.conf.py",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(args.workers),
-        ],
-        "web.log",
+    port = launch.free_port(PORTS)
+    web = launch.gunicorn(
+        "config.wsgi", port=port, workers=args.workers, env=env(), log=DATA_DIR / "web.log"
     )
-    worker = start(
+    worker = launch.start(
         [
             PY,
             "-m",
@@ -356,9 +296,10 @@ def main() -> int:
             "--without-gossip",
             "--without-mingle",
         ],
-        "worker.log",
+        env=env(),
+        log=DATA_DIR / "worker.log",
     )
-    beat = start(
+    beat = launch.start(
         [
             PY,
             "-m",
@@ -371,10 +312,11 @@ def main() -> int:
             "--schedule",
             str(DATA_DIR / "beat-schedule"),
         ],
-        "beat.log",
+        env=env(),
+        log=DATA_DIR / "beat.log",
     )
     try:
-        wait_ready(port, web)
+        launch.wait_ready(port, web, "/readyz")
         capacity = None
         if args.rate is None:
             ramp = drive(port, projects, args.ramp_seconds, args.concurrency)
@@ -400,7 +342,7 @@ def main() -> int:
         purges, failed_runs, old_left = map(int, counts.split())
     finally:
         for proc in (beat, worker, web):
-            stop(proc)
+            launch.stop(proc)
 
     rows = soak.rows
     outcomes: dict[str, int] = {}

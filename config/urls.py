@@ -1,15 +1,13 @@
 """URL map: native API, front doors under /p/<slug>/, health, admin, schema."""
 
-from django.conf import settings
 from django.contrib import admin
 from django.http import HttpResponse, JsonResponse
 from django.urls import include, path, register_converter
 from django.views.defaults import page_not_found
-from django_ratelimit.decorators import ratelimit
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from telemetry.api import analytics, views
-from telemetry.dashboard.security import login_ip_key, login_username_key
+from telemetry.dashboard.security import limit_logins
 
 
 class AnyPath:
@@ -41,23 +39,10 @@ def not_found(request, exception=None):
 handler404 = not_found
 
 
-@ratelimit(
-    group="admin-login",
-    key=login_ip_key,
-    rate=lambda group, request: settings.LOGIN_RATE_PER_IP,
-    method="POST",
-    block=False,
-)
-@ratelimit(
-    group="admin-login",
-    key=login_username_key,
-    rate=lambda group, request: settings.LOGIN_RATE_PER_USER,
-    method="POST",
-    block=False,
-)
+@limit_logins
 def admin_login(request, extra_context=None):
     """The admin's login, refused with 429 (one message for every account) once a hashed client
-    IP or username has spent its attempts: the same rule as the dashboard login."""
+    IP or username has spent its attempts: the same budget as the dashboard login."""
     if getattr(request, "limited", False):
         response = HttpResponse("Too many login attempts; try again later.", status=429)
         response["Retry-After"] = "600"

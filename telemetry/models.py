@@ -5,6 +5,7 @@ same transaction as the events they count; DailySummary and CohortSummary outliv
 """
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -49,6 +50,11 @@ class Project(models.Model):
     strict = models.BooleanField(default=False, help_text="Reject properties not in the schema.")
     redact_pii = models.BooleanField(default=False)
     public_page = models.BooleanField(default=False)
+    public_min_installs = models.PositiveSmallIntegerField(
+        default=5,
+        validators=[MinValueValidator(1)],
+        help_text="Public page: cells counting fewer installs than this are shown as '< k'.",
+    )
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, blank=True, related_name="telemetry_projects"
     )

@@ -1,5 +1,7 @@
 """Nothing answers 500, and client errors keep their own status."""
 
+import json
+
 import pytest
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
@@ -23,3 +25,5 @@ def test_an_unexpected_exception_becomes_a_503_with_retry_after(settings):
     assert response.status_code == 503
     assert int(response["Retry-After"]) > 0
     assert b"boom" not in response.content
+    # A crash says "server": unlike a database or cache outage, it is a bug to look at.
+    assert json.loads(response.content)["detail"] == "server unavailable, retry later"

@@ -1,7 +1,6 @@
 """The events explorer: one filtered, newest-first query, paged without COUNT(*), and the same
-filter streamed row by row for CSV and NDJSON export."""
+filter streamed row by row for CSV (cells made safe by csvcells.py) and NDJSON export."""
 
-import csv
 import datetime as dt
 import io
 import json
@@ -10,6 +9,7 @@ from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
+from telemetry import csvcells
 from telemetry.analytics.periods import day_start
 from telemetry.models import Event, Project
 
@@ -54,7 +54,7 @@ def _rows(project: Project, f: EventFilter):
 
 def export_csv(*, project: Project, f: EventFilter) -> Iterator[str]:
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csvcells.writer(buffer)
     writer.writerow((*COLUMNS, "event_id", "properties"))
     yield buffer.getvalue()
     for row in _rows(project, f):
@@ -62,11 +62,13 @@ def export_csv(*, project: Project, f: EventFilter) -> Iterator[str]:
         buffer.truncate()
         *head, event_id, props = row
         writer.writerow(
-            [
-                *(v.isoformat() if isinstance(v, dt.datetime) else v for v in head),
-                event_id or "",
-                json.dumps(props, separators=(",", ":"), sort_keys=True),
-            ]
+            csvcells.row(
+                [
+                    *(v.isoformat() if isinstance(v, dt.datetime) else v for v in head),
+                    event_id,
+                    json.dumps(props, separators=(",", ":"), sort_keys=True),
+                ]
+            )
         )
         yield buffer.getvalue()
 

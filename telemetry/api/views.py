@@ -12,7 +12,9 @@ from telemetry.contracts import front_door as door_for
 from telemetry.contracts import native
 from telemetry.ingest.auth import project_by_slug
 from telemetry.ingest.schema import NativeEventSerializer
-from telemetry.models import Project
+from telemetry.models import Contract, Project
+
+NATIVE_EVENTS_PATH = "api/v1/events"
 
 _error = inline_serializer(
     "Error", {"error": serializers.CharField(), "detail": serializers.CharField()}
@@ -79,6 +81,8 @@ def front_door(request: HttpRequest, slug: str, path: str = ""):
     project = project_by_slug(slug)
     if project is None:
         return JsonResponse({"error": "not_found", "detail": f"no project {slug!r}"}, status=404)
+    if project.contract == Contract.NATIVE and path == NATIVE_EVENTS_PATH:
+        return events_view(request, project=project)  # the same DRF view as /api/v1/events
     return door_for(project.contract)(request, project, path)
 
 

@@ -1,7 +1,8 @@
 """The Baofeng flasher contract: the log-intake worker's routes and the legacy counter's routes.
 
 Each request becomes IncomingEvents for the one pipeline (install = session_id, name = event_type);
-the flash total is read back from the same rows, so `/count` and `/metrics/flash-count` agree.
+the flash total is read from the pipeline's per-day event counts (DailyCount), which no purge
+deletes, so `/count` and `/metrics/flash-count` agree and never drop when old rows expire.
 """
 
 import datetime as dt
@@ -14,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError
+from django.db.models import Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
@@ -28,7 +30,7 @@ from telemetry.ingest.schema import (
     check_timestamp_window,
     storable,
 )
-from telemetry.models import Event, Project
+from telemetry.models import DailyCount, Event, Project
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,10 @@ EVENT_TYPES = {
 }
 FLASH = "flash_success"
 BASELINE_PREFIX = "baseline-"
+# A seeding flash (session `baseline-…`) is stored as `flash_baseline:<baseline_total>`, so the
+# per-name daily counts remember the legacy total after the row itself is purged.
+BASELINE_NAME = "flash_baseline:"
+BASELINE_MAX = 10**48 - 1  # keeps the name within 64 characters
 # Sanitising limits of the worker (CONTRACTS B3).
 MESSAGE_MAX = 300
 SESSION_MAX = 120
@@ -252,7 +258,7 @@ def _ingest(request: HttpRequest, project: Project, record: dict[str, Any]) -> p
     session = record["session_id"]
     event = IncomingEvent(
         install_id=_install_id(session) if session else "",
-        name=_event_name(record["event_type"]),
+        name=_stored_name(record),
         timestamp=occurred,
         # Only successes are idempotent: the same session's flash is one flash, errors repeat.
         event_id=_flash_event_id(session) if record["event_type"] == FLASH else None,
@@ -276,15 +282,26 @@ def _run(
 
 
 def flash_count(*, project: Project) -> int:
-    """The worker's total: flash_success rows not seeded as `baseline-…`, plus the largest
-    `metadata.baseline_total` among the seeding rows (the legacy counter's total at cut-over)."""
-    flashes = Event.objects.filter(project=project, name=FLASH)
-    baseline = flashes.filter(properties__session_id__startswith=BASELINE_PREFIX)
-    seeded = 0
-    for value in baseline.values_list("properties__metadata__baseline_total", flat=True):
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            seeded = max(seeded, int(value))
-    return flashes.count() - baseline.count() + seeded
+    """The worker's total: flash_success events not seeded as `baseline-…`, plus the largest
+    `metadata.baseline_total` among the seeding events (the legacy counter's total at cut-over).
+
+    Read from DailyCount, the lifetime per-day counts the pipeline keeps and no purge deletes:
+    a lifetime counter must not drop when the retention purge removes old rows.
+    """
+    flashes, seeded = 0, 0
+    rows = (
+        DailyCount.objects.filter(project=project)
+        .filter(Q(name=FLASH) | Q(name__startswith=BASELINE_NAME))
+        .values("name")
+        .annotate(n=Sum("events"))
+        .values_list("name", "n")
+    )
+    for name, n in rows:
+        if name == FLASH:
+            flashes = n
+        elif name[len(BASELINE_NAME) :].isdigit():
+            seeded = max(seeded, int(name[len(BASELINE_NAME) :]))
+    return flashes + seeded
 
 
 def _flash_count(request: HttpRequest, project: Project) -> HttpResponse:
@@ -315,6 +332,7 @@ def _recent(request: HttpRequest, project: Project) -> HttpResponse:
     events = (
         Event.objects.filter(project=project)
         .exclude(name=FLASH)
+        .exclude(name__startswith=BASELINE_NAME)
         .order_by("-received_at", "-id")[:limit]
     )
     rows = [_recent_row(e) for e in events]
@@ -430,6 +448,18 @@ def _install_id(session: str) -> str:
 def _flash_event_id(session: str) -> str:
     """One event id per session: the pipeline's dedupe is the worker's partial unique index."""
     return "fs_" + hashlib.sha256(f"{FLASH}:{session}".encode()).hexdigest()[:40]
+
+
+def _stored_name(record: dict[str, Any]) -> str:
+    """The event name: the event type, except for a seeding flash, which carries its total."""
+    session = record["session_id"] or ""
+    if record["event_type"] != FLASH or not session.startswith(BASELINE_PREFIX):
+        return _event_name(record["event_type"])
+    value = record["metadata"].get("baseline_total")
+    total = 0
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        total = BASELINE_MAX if value >= BASELINE_MAX else int(value)  # NaN > 0 is False
+    return f"{BASELINE_NAME}{total}"
 
 
 _NOT_NAME = re.compile(r"[^a-z0-9_.:-]+")

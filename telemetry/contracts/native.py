@@ -129,11 +129,11 @@ def _limited_detail(outcome: pipeline.Outcome) -> str:
 
 
 def serve(request: HttpRequest, project: Project, path: str) -> HttpResponse:
-    """`/p/<slug>/api/v1/events`: the same DRF view, with the project fixed by the URL."""
-    from telemetry.api.views import events_view
-
+    """`/p/<slug>/api/v1/events`, with the project fixed by the URL. (telemetry.api.views routes
+    that path through its DRF view first, so both URLs answer alike; contracts never import the
+    api layer.)"""
     if path == "api/v1/events":
-        return events_view(request, project=project)
+        return handle_events(request, project)
     return error(404, "not_found", f"no route /{path}")
 
 

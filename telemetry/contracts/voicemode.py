@@ -102,7 +102,7 @@ def _js_falsy(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value == 0
 
 
-def _timestamp(value: Any, now: dt.datetime) -> dt.datetime:
+def _timestamp(value: Any, now: dt.datetime, max_age: dt.timedelta) -> dt.datetime:
     if not isinstance(value, str) or not value:
         raise Invalid(BAD_TIMESTAMP)
     try:
@@ -115,7 +115,7 @@ def _timestamp(value: Any, now: dt.datetime) -> dt.datetime:
         raise Invalid(TIMESTAMP_NOT_ISO) from None
     if parsed > now + FUTURE_SLACK:
         raise Invalid(TIMESTAMP_FUTURE)
-    if parsed < now - MAX_AGE:
+    if parsed < now - max_age:
         raise Invalid(TIMESTAMP_OLD)
     return parsed
 
@@ -124,8 +124,14 @@ def _short_string(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value) <= MAX_ID
 
 
-def event_from_payload(payload: Any, *, now: dt.datetime) -> IncomingEvent:
-    """Check `payload` in the worker's order; raise Invalid(message) at the first failure."""
+def event_from_payload(
+    payload: Any, *, now: dt.datetime, max_age: dt.timedelta = MAX_AGE
+) -> IncomingEvent:
+    """Check `payload` in the worker's order; raise Invalid(message) at the first failure.
+
+    `max_age` is the worker's 90 days, or the project's retention when shorter: an event the
+    purge would take the same day is refused, with the worker's message.
+    """
     if _js_falsy(payload):
         raise Invalid(MISSING_PAYLOAD)
     # A JSON array, string or number is an object without fields to the worker.
@@ -138,7 +144,7 @@ def event_from_payload(payload: Any, *, now: dt.datetime) -> IncomingEvent:
         raise Invalid(BAD_TELEMETRY_ID)
     if not UUID_RE.fullmatch(telemetry_id):
         raise Invalid(TELEMETRY_ID_NOT_UUID)
-    timestamp = _timestamp(fields.get("timestamp"), now)
+    timestamp = _timestamp(fields.get("timestamp"), now, max_age)
     environment = fields.get("environment")
     # typeof [] is "object" in JS: an array passes this check and fails on environment.os.
     if not isinstance(environment, dict | list):
@@ -183,7 +189,8 @@ def handle_telemetry(request: HttpRequest, project: Project) -> HttpResponse:
         return respond(400, {"error": INVALID_JSON})
     now = timezone.now()
     try:
-        event = event_from_payload(payload, now=now)
+        retention = dt.timedelta(days=project.retention_days)
+        event = event_from_payload(payload, now=now, max_age=min(MAX_AGE, retention))
     except Invalid as exc:
         return respond(400, {"error": str(exc)})
     try:

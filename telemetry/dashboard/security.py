@@ -1,11 +1,12 @@
-"""A strict Content-Security-Policy for dashboard pages, and the login's rate-limit keys
-(hashed: no raw IP or username ever reaches the cache)."""
+"""A strict Content-Security-Policy for dashboard pages, and the one login budget shared by the
+dashboard and admin logins (keys hashed: no raw IP or username ever reaches the cache)."""
 
 import functools
 import hashlib
 import hmac
 
 from django.conf import settings
+from django_ratelimit.decorators import ratelimit
 
 from telemetry.ingest.privacy import client_ip
 
@@ -36,3 +37,28 @@ def login_ip_key(group, request) -> str:
 
 def login_username_key(group, request) -> str:
     return _digest("user", request.POST.get("username", "").strip().lower())
+
+
+# One counter group for both login forms: an attacker gets one budget per username and per client
+# IP, not one at /accounts/login/ and another at /admin/login/.
+LOGIN_GROUP = "login"
+
+
+def limit_logins(view):
+    """Count the view's POSTs against the shared per-IP and per-username login budget; the view
+    refuses when `request.limited` is set."""
+    per_user = ratelimit(
+        group=LOGIN_GROUP,
+        key=login_username_key,
+        rate=lambda group, request: settings.LOGIN_RATE_PER_USER,
+        method="POST",
+        block=False,
+    )
+    per_ip = ratelimit(
+        group=LOGIN_GROUP,
+        key=login_ip_key,
+        rate=lambda group, request: settings.LOGIN_RATE_PER_IP,
+        method="POST",
+        block=False,
+    )
+    return per_ip(per_user(view))

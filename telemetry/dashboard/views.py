@@ -5,20 +5,18 @@ that static/dashboard/charts.js reads, so the CSP can forbid inline scripts."""
 import datetime as dt
 import functools
 
-from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.decorators import method_decorator
-from django_ratelimit.decorators import ratelimit
 
-from telemetry.analytics import active, breakdown, errors, events, retention
+from telemetry.analytics import active, breakdown, errors, events, public, retention
 from telemetry.analytics.access import project_for, public_project, visible_projects
 from telemetry.analytics.periods import BadRequest, today
 from telemetry.dashboard.forms import BreakdownForm, EventFilterForm, RangeForm
-from telemetry.dashboard.security import login_ip_key, login_username_key, with_csp
+from telemetry.dashboard.security import limit_logins, with_csp
 from telemetry.models import Contract, Project
 
 # A starter request per contract, for the empty state: path under the front door and a body.
@@ -353,37 +351,30 @@ def public_page(request, slug: str):
     if project is None:
         return not_found(request)
     end = today(timezone.now())
-    start = end - dt.timedelta(days=83)
-    weekly = active.active_series(project=project, interval="week", start=start, end=end)
+    usage = public.weekly_usage(project=project, start=end - dt.timedelta(days=83), end=end)
     ctx = {
         "project": project,
         "schema": sorted((project.property_schema or {}).items()),
         "chart": {
-            "labels": [p.label for p in weekly],
+            "labels": [w.label for w in usage.weeks],
             "datasets": [
-                {"label": "weekly active installs", "data": [p.active_installs for p in weekly]},
-                {"label": "events", "data": [p.events for p in weekly]},
+                {
+                    "label": "weekly active installs",
+                    "data": [w.active_installs for w in usage.weeks],
+                },
+                {"label": "events", "data": [w.events for w in usage.weeks]},
             ],
         },
-        "weekly": weekly,
+        "usage": usage,
     }
     return render(request, "public/project.html", ctx)
 
 
 @method_decorator(with_csp, name="dispatch")
-@method_decorator(
-    ratelimit(key=login_ip_key, rate=settings.LOGIN_RATE_PER_IP, method="POST", block=False),
-    name="post",
-)
-@method_decorator(
-    ratelimit(
-        key=login_username_key, rate=settings.LOGIN_RATE_PER_USER, method="POST", block=False
-    ),
-    name="post",
-)
+@method_decorator(limit_logins, name="post")
 class LoginView(auth_views.LoginView):
     """Django's login, refusing (429, same message for every account) once a client IP or a
-    username has spent its attempts."""
+    username has spent its attempts (one budget with the admin's login)."""
 
     def post(self, request, *args, **kwargs):
         if getattr(request, "limited", False):

@@ -20,7 +20,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from telemetry.ingest import limits
-from telemetry.ingest.privacy import hash_ip, redact
+from telemetry.ingest.privacy import hash_ip, ip_rate_key, redact
 from telemetry.ingest.schema import IncomingEvent
 from telemetry.models import PeriodActivity, Project
 from telemetry.services import partitions
@@ -92,7 +92,9 @@ def ingest(
         ip_hash = hash_ip(ip=client_ip, project_id=project.pk, now=now)
     except DatabaseError as exc:
         raise _unavailable("database", exc) from exc
-    admission, allowed = _admit(project, events, outcomes, ip_hash, limit_key)
+    # The limiter keys IPs on a window-stable HMAC; the stored hash uses the daily salt.
+    rate_key = ip_rate_key(ip=client_ip, project_id=project.pk)
+    admission, allowed = _admit(project, events, outcomes, rate_key, limit_key)
     refused = [i for i, o in enumerate(outcomes) if o is not None and o.status == LIMITED]
     if admission is not None and refused:
         limits.give_back(admission, refused)
@@ -126,7 +128,7 @@ def _admit(
     project: Project,
     events: list[IncomingEvent],
     outcomes: list[Outcome | None],
-    ip_hash: str,
+    rate_key: str,
     limit_key: str | None,
 ) -> tuple[limits.Admission | None, list[int]]:
     """Claim ids and charge counters in one cache call; mark duplicates and limited events.
@@ -136,7 +138,7 @@ def _admit(
     """
     second = "key" if limit_key else "ip"
     counters = [
-        limits.Charge(f"tm:{project.pk}:{second}", limit_key or ip_hash, project.ip_rate, 0)
+        limits.Charge(f"tm:{project.pk}:{second}", limit_key or rate_key, project.ip_rate, 0)
     ]
     position: dict[str, int] = {}
     installs = []

@@ -1,7 +1,7 @@
 """Client IPs, daily salts, HMAC hashing and PII redaction.
 
 A raw IP lives only in the request object: it is hashed here with the day's salt before it is
-used as a rate-limit key or stored, and salts older than 48 hours are destroyed.
+stored, and salts older than 48 hours are destroyed; its rate-limit key is a keyed hash too.
 """
 
 import datetime as dt
@@ -85,6 +85,26 @@ def hash_ip(*, ip: str, project_id: int, now: dt.datetime) -> str:
     salt = salt_for(now.astimezone(dt.UTC).date())
     digest = hmac.new(salt, f"{project_id}:{ip}".encode(), hashlib.sha256).hexdigest()
     return digest[:32]
+
+
+def ip_rate_key(*, ip: str, project_id: int) -> str:
+    """The client IP's rate-limit counter value: HMAC-SHA256 of project id + IP under a secret
+    derived from SECRET_KEY, truncated like hash_ip.
+
+    Not the daily salt: a salted hash changes at 00:00 UTC, which handed every IP a fresh quota
+    in the middle of its window. This key is the same in every window, so a window that spans
+    midnight keeps one counter; the raw IP still never reaches the cache (django-ratelimit
+    hashes this value again, with the window, into the counter's key, which expires with it).
+    """
+    digest = hmac.new(
+        _rate_key_secret(settings.SECRET_KEY), f"{project_id}:{ip}".encode(), "sha256"
+    )
+    return digest.hexdigest()[:32]
+
+
+@lru_cache(maxsize=2)
+def _rate_key_secret(secret_key: str) -> bytes:
+    return hashlib.sha256(f"telemetry.ip-rate-key:{secret_key}".encode()).digest()
 
 
 _PII_PATTERNS = [

@@ -2,14 +2,15 @@
 
 Rows come through .iterator(chunk_size=…) ordered by (received_at, id) on the
 (project, received_at) index; `since`/`until` bound received_at. No IP hash leaves the server.
+CSV cells are neutralised against formula injection (telemetry/csvcells.py).
 """
 
-import csv
 import datetime as dt
 import json
 from collections.abc import Callable
 from typing import TextIO
 
+from telemetry import csvcells
 from telemetry.models import Event, Project
 
 FORMATS = ("csv", "ndjson")
@@ -53,7 +54,7 @@ def export_events(
     rows = export_queryset(project=project, since=since, until=until).iterator(
         chunk_size=CHUNK_SIZE
     )
-    writer = csv.writer(out) if fmt == "csv" else None
+    writer = csvcells.writer(out) if fmt == "csv" else None
     if writer:
         writer.writerow(FIELDS)
     n = 0
@@ -63,7 +64,7 @@ def export_events(
         record["received_at"] = record["received_at"].isoformat()
         if writer:
             record["properties"] = json.dumps(record["properties"], separators=(",", ":"))
-            writer.writerow([record[f] if record[f] is not None else "" for f in FIELDS])
+            writer.writerow(csvcells.row(record[f] for f in FIELDS))
         else:
             out.write(json.dumps(record, separators=(",", ":")) + "\n")
         n += 1

@@ -1,6 +1,7 @@
 """Breakdowns by property path: scalars, map-valued properties, numeric metrics, time series."""
 
 import datetime as dt
+import statistics
 from collections import defaultdict
 
 import pytest
@@ -69,8 +70,10 @@ def test_numeric_metrics_agree_with_python(client, kind):
     expect = {
         "sum": lambda v: sum(v),
         "avg": lambda v: sum(v) / len(v),
-        "p50": lambda v: percentile(v, 0.5),
-        "p95": lambda v: percentile(v, 0.95),
+        # Independent of the product's percentile(): the standard library's inclusive
+        # quantiles interpolate linearly between closest ranks, as percentile_cont does.
+        "p50": lambda v: statistics.quantiles(v, n=100, method="inclusive")[49],
+        "p95": lambda v: statistics.quantiles(v, n=100, method="inclusive")[94],
     }[kind]
     result = breakdown(
         project=p.project, prop="name", metric=f"{kind}:duration_ms", start=start, end=end
@@ -79,6 +82,15 @@ def test_numeric_metrics_agree_with_python(client, kind):
     assert got.keys() == values.keys()
     for name, v in values.items():
         assert got[name] == pytest.approx(expect(v), abs=1e-3)
+
+
+def test_percentiles_interpolate_between_ranks_worked_by_hand():
+    values = [10, 1, 9, 2, 8, 3, 7, 4, 6, 5]  # 1..10, unsorted
+    # rank q * (n - 1): p50 at 4.5 → between 5 and 6; p95 at 8.55 → 9 + 0.55 * (10 - 9)
+    assert percentile(values, 0.5) == 5.5
+    assert percentile(values, 0.95) == pytest.approx(9.55)
+    assert percentile([7], 0.95) == 7
+    assert percentile([], 0.5) is None
 
 
 def test_booleans_and_top_level_fields_group_like_their_json(client):

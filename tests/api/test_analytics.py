@@ -1,13 +1,15 @@
 """GET /api/v1/projects/<slug>/active|retention|breakdown: auth, bad input, and the numbers."""
 
 import datetime as dt
+from collections import defaultdict
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from telemetry.analytics import active, retention
-from tests.analytics.data import seeded_project
+from telemetry.models import Event
+from tests.analytics.data import Brute, seeded_project
 
 pytestmark = pytest.mark.django_db
 
@@ -47,7 +49,7 @@ def test_active_series_by_week_with_the_operator_token(client):
 
 
 def test_retention_grid_for_a_logged_in_member(client):
-    p = seeded_project(client, seed=67)
+    p = seeded_project(client, seed=67, days=21)  # every install first seen in the last 4 weeks
     user = get_user_model().objects.create_user("maint", password="pw-123456789")
     p.project.members.add(user)
     client.force_login(user)
@@ -58,6 +60,17 @@ def test_retention_grid_for_a_logged_in_member(client):
         "period": "week",
         "cohorts": [{"cohort": c.label, "size": c.size, "retained": c.retained} for c in grid],
     }
+    # The numbers themselves, counted from the raw events (an empty grid would pass the above).
+    brute = Brute(p.project)
+    cohorts = r.json()["cohorts"]
+    assert len(cohorts) == 4 and sum(c["size"] for c in cohorts) > 0
+    for c in cohorts:
+        year, week = map(int, c["cohort"].split("-W"))
+        start = dt.date.fromisocalendar(year, week, 1)
+        assert c["size"] == brute.cohort(start, 7, 0)
+        for k, n in enumerate(c["retained"]):
+            if n is not None:
+                assert n == brute.cohort(start, 7, k), (c["cohort"], k)
 
 
 def test_breakdown_of_a_map_valued_property_with_a_daily_series(client):
@@ -72,7 +85,12 @@ def test_breakdown_of_a_map_valued_property_with_a_daily_series(client):
     )
     assert r.status_code == 200
     body = r.json()
-    assert {row["key"] for row in body["rows"]} <= {"openai", "kokoro", "whisper-local"}
+    total = defaultdict(int)
+    for e in Event.objects.filter(project=p.project):
+        for provider, n in e.properties.get("provider_usage", {}).get("tts", {}).items():
+            total[provider] += n
+    assert total  # the seed really sent provider usage
+    assert {row["key"]: row["value"] for row in body["rows"]} == total
     assert len(body["series"]) == 30
     assert body["metric"] == "events"
 

@@ -2,11 +2,14 @@
 
 import datetime as dt
 import json
+import types
 
 import pytest
 from django.utils import timezone
 
-from telemetry.models import DailyActivity, DailyCount, Event, Install
+from telemetry.ingest import auth
+from telemetry.models import DailyActivity, DailyCount, Event, IngestKey, Install
+from telemetry.services.projects import rotate_ingest_key
 from tests.factories import iso, make_project, native_event
 
 pytestmark = pytest.mark.django_db
@@ -260,3 +263,40 @@ def test_absurdly_nested_json_is_400(client):
     r = post(client, "[" * 100_000 + "]" * 100_000, p.ingest_key)
     assert r.status_code == 400
     assert r.json()["error"] == "invalid_json"
+
+
+# --- revoked keys: each web process trusts its copy of a key for TELEMETRY_PROJECT_CACHE_SECONDS
+
+
+def _frozen_key_cache(monkeypatch, clock: list[float]) -> None:
+    monkeypatch.setattr(auth, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+
+
+def test_a_key_revoked_here_is_refused_at_once(client, monkeypatch):
+    clock = [1000.0]
+    _frozen_key_cache(monkeypatch, clock)
+    p = make_project()
+    assert post(client, native_event(), p.ingest_key).status_code == 202  # the key is cached
+    new_key = rotate_ingest_key(project=p.project)
+    r = post(client, native_event(), p.ingest_key)
+    assert r.status_code == 403 and r.json()["error"] == "invalid_key"
+    assert post(client, native_event(), new_key).status_code == 202
+    assert Event.objects.count() == 2
+
+
+def test_a_key_revoked_by_another_process_is_refused_within_the_documented_delay(
+    client, monkeypatch, settings
+):
+    settings.TELEMETRY_PROJECT_CACHE_SECONDS = 10.0
+    clock = [1000.0]
+    _frozen_key_cache(monkeypatch, clock)
+    p = make_project()
+    assert post(client, native_event(), p.ingest_key).status_code == 202  # cached at t=1000
+    # Another process revokes it: a plain UPDATE, no signal reaches this process's cache.
+    IngestKey.objects.filter(project=p.project).update(revoked_at=timezone.now())
+    clock[0] = 1009.9  # the delay: this process still trusts its copy
+    assert post(client, native_event(), p.ingest_key).status_code == 202
+    clock[0] = 1010.1  # past it: the key is looked up again, and refused
+    r = post(client, native_event(), p.ingest_key)
+    assert r.status_code == 403 and r.json()["error"] == "invalid_key"
+    assert Event.objects.count() == 2

@@ -34,6 +34,9 @@ def row_counts() -> tuple[int, ...]:
     return (Event.objects.count(), DailyActivity.objects.count(), Install.objects.count())
 
 
+DAY = dt.timedelta(days=1)
+
+
 def with_old_and_new_data(retention_days=30):
     p = make_project(retention_days=retention_days).project
     now = timezone.now()
@@ -87,11 +90,17 @@ def test_rotate_keys_needs_a_known_slug_and_something_to_rotate():
 def test_purge_dry_run_prints_counts_and_changes_nothing():
     p = with_old_and_new_data()
     before = row_counts()
+    today = dt.datetime.now(dt.UTC).date()
     out = json.loads(run("purge_events", "--dry-run", "--json"))
+    # The cutoff day, worked out here: 30 days of retention before today's UTC date (the run
+    # may cross midnight, so the next day is as good).
+    cutoffs = {(day - dt.timedelta(days=30)).isoformat() for day in (today, today + DAY)}
+    cutoff = out["projects"][0]["cutoff"]
+    assert cutoff in cutoffs
     assert out["projects"] == [
         {
             "slug": p.slug,
-            "cutoff": out["projects"][0]["cutoff"],
+            "cutoff": cutoff,
             "summaries": 0,
             "events": 2,
             "daily_activity": 1,
@@ -102,6 +111,7 @@ def test_purge_dry_run_prints_counts_and_changes_nothing():
     ]
     assert row_counts() == before
     assert "would delete 2 events" in run("purge_events", "--dry-run")
+    assert f"dated before {cutoff}" in run("purge_events", "--dry-run")
 
 
 def test_purge_deletes_and_records_a_task_run():
@@ -139,7 +149,7 @@ def test_export_to_stdout_as_csv_with_since():
     p = with_old_and_new_data()
     since = (timezone.now() - dt.timedelta(days=1)).date().isoformat()
     out = run("export_events", p.slug, "--format", "csv", "--since", since)
-    assert out.splitlines()[0].startswith("event_id,install_id,name")
+    assert out.splitlines()[0].startswith('"event_id","install_id","name"')  # every cell quoted
     assert len(out.splitlines()) == 2
 
 

@@ -529,3 +529,29 @@ def test_absurdly_nested_json_is_invalid_json(client, p):
     )
     r = post(client, p, "increment", {"sessionId": "nul\u0000id"})
     assert_reply(r, 400, {"ok": False, "error": "Invalid payload fields"})
+
+
+def test_the_flash_total_survives_the_retention_purge(client, p):
+    from telemetry.services.purge import purge_project
+
+    meta = json.dumps({"baseline_total": 1000})
+    assert post(client, p, "event", flash(session="baseline-2026", metadata_json=meta)).status_code
+    for session in ("sess-real-0001", "sess-real-0002"):
+        post(client, p, "event", flash(session=session))
+    post(client, p, "increment", {"sessionId": "legacy-sess-01"})
+    post(client, p, "event", failure())
+    assert_reply(client.get(url(p, "count")), 200, {"total": 1003})
+    later = timezone.now() + dt.timedelta(days=p.project.retention_days + 2)
+    purge_project(project=p.project, now=later, pause=0)
+    assert Event.objects.count() == 0  # every row past retention is gone ...
+    # ... and the lifetime counter is not: it never counted rows.
+    assert_reply(client.get(url(p, "count")), 200, {"total": 1003})
+    assert_reply(client.get(url(p, "metrics/flash-count")), 200, {"ok": True, "total": 1003})
+
+
+def test_a_seeding_flash_is_not_listed_in_recent(client, p):
+    meta = json.dumps({"baseline_total": 1000})
+    post(client, p, "event", flash(session="baseline-2026", metadata_json=meta))
+    post(client, p, "event", failure())
+    r = client.get(url(p, "recent"), HTTP_AUTHORIZATION=f"Bearer {p.operator_token}")
+    assert [row["eventType"] for row in r.json()["rows"]] == ["flash_error"]

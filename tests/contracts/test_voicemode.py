@@ -610,3 +610,17 @@ def test_fifty_concurrent_copies_of_one_report_are_stored_once():
     assert responses.count({"status": "ok", "event_id": body["event_id"]}) == 1
     assert responses.count({"status": "ok", "message": "Event already recorded"}) == 49
     assert Event.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_shorter_retention_narrows_the_window_so_nothing_accepted_is_purged_that_day(client):
+    from telemetry.services.purge import purge_project
+
+    p = make_project(contract="voicemode", retention_days=30)
+    now = timezone.now()
+    old = report(timestamp=(now - dt.timedelta(days=30, seconds=60)).isoformat())
+    assert_json(post(client, p, old), 400, {"error": "Timestamp too old (max 90 days)"})
+    inside = report(timestamp=(now - dt.timedelta(days=29, hours=23)).isoformat())
+    assert post(client, p, inside).status_code == 200
+    purge_project(project=p.project, now=now, pause=0)
+    assert Event.objects.count() == DailyActivity.objects.count() == Install.objects.count() == 1

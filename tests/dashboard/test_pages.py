@@ -163,6 +163,27 @@ def test_explorer_filters_and_exports_the_same_rows(client, member):
     assert all("ip_hash" not in x for x in lines)
 
 
+def test_the_csv_export_neutralises_formulas_sent_through_the_api(client, member):
+    from tests.services.test_exports import FORMULA_START, NASTY, _stored_as_sent
+
+    p = make_project()
+    p.project.members.add(member)
+    events = [
+        native_event(session_id=v, app_version=NASTY[i - 1], os=NASTY[i - 2])
+        for i, v in enumerate(NASTY)
+    ]
+    send(client, p.ingest_key, events)  # checks every event was accepted
+    r = client.get(f"/dashboard/{p.project.slug}/events/export.csv")
+    rows = list(csv.DictReader(io.StringIO(b"".join(r.streaming_content).decode())))
+    assert len(rows) == len(NASTY)
+    for row in rows:
+        assert not any(cell.startswith(FORMULA_START) for cell in row.values()), row
+    sent = {e["event_id"]: e for e in events}
+    for row in rows:
+        for field in ("session_id", "app_version", "os"):
+            assert _stored_as_sent(row[field], sent[row["event_id"]][field])
+
+
 def test_public_page_only_when_enabled_and_never_with_ids(client):
     p = seeded_project(client, seed=11, events=100)
     url = f"/public/{p.project.slug}/"
@@ -200,3 +221,45 @@ def test_project_admin_page_links_to_the_dashboard(client):
     client.force_login(admin)
     html = client.get(f"/admin/telemetry/project/{p.project.pk}/change/").content.decode()
     assert f'href="/dashboard/{p.project.slug}/"' in html
+
+
+def _public_rows(html: str) -> dict[str, tuple[str, str]]:
+    rows = re.findall(
+        r"<tr><td>([^<]+)</td><td class=\"num\">([^<]*)</td><td class=\"num\">([^<]*)</td></tr>",
+        html,
+    )
+    return {week: (installs, events) for week, installs, events in rows}
+
+
+def test_the_public_page_withholds_weeks_under_k_installs_and_leaves_them_out_of_totals(client):
+    from tests.factories import ingest_at
+
+    p = make_project()
+    p.project.public_page = True
+    p.project.save()
+    now = timezone.now()
+    last_week = now - dt.timedelta(days=7)
+    for i in range(6):  # six installs last week: shown
+        ingest_at(p.project, last_week, f"inst_many{i:04d}", n=2)
+    ingest_at(p.project, now, "inst_lonely01", n=3)  # one install this week: withheld
+
+    def label(moment):
+        year, week, _ = moment.isocalendar()
+        return f"{year}-W{week:02d}"
+
+    r = client.get(f"/public/{p.project.slug}/")
+    html = r.content.decode()
+    rows = _public_rows(html)
+    assert rows[label(last_week)] == ("6", "12")
+    assert rows[label(now)] == ("&lt; 5", "withheld")
+    assert re.search(r"<th>shown weeks</th><td></td><td class=\"num\">12</td>", html)
+    assert "fewer than 5 active installs" in html  # the rule, on the page itself
+    chart = json.loads(re.search(r'id="public-data"[^>]*>(.*?)</script>', html, re.S)[1])
+    i = chart["labels"].index(label(now))
+    assert [d["data"][i] for d in chart["datasets"]] == [None, None]
+    assert 3 not in chart["datasets"][1]["data"]
+
+    p.project.public_min_installs = 1  # a maintainer may lower k
+    p.project.save()
+    rows = _public_rows(client.get(f"/public/{p.project.slug}/").content.decode())
+    assert rows[label(now)] == ("1", "3")

@@ -1,11 +1,16 @@
 """Rate limits per install id and per client IP: exact, refund-aware, honest Retry-After."""
 
+import datetime as dt
 import json
 
 import pytest
 from django.test import Client, override_settings
 
+from telemetry.ingest import limits
+from telemetry.ingest.pipeline import ACCEPTED, LIMITED, ingest
+from telemetry.ingest.schema import IncomingEvent
 from telemetry.models import Event
+from tests.clock import LimiterClock
 from tests.concurrency import burst
 from tests.factories import make_project, native_event
 
@@ -139,7 +144,11 @@ def test_an_unreachable_cache_gives_503_and_stores_nothing(client):
     p = make_project()
     r = post(client, native_event(), p.ingest_key)
     assert r.status_code == 503
-    assert r.json()["error"] == "service_unavailable"
+    assert r.json() == {
+        "error": "service_unavailable",
+        "detail": "cache unavailable, retry later",  # the designed outage, not a crash
+        "retry_after": int(r["Retry-After"]),
+    }
     assert int(r["Retry-After"]) > 0
     assert Event.objects.count() == 0
 
@@ -172,3 +181,69 @@ def test_concurrent_copies_of_one_event_are_never_rate_limited():
     assert Event.objects.count() == 1
     # The copies used no quota: one more distinct event still fits the limit of two.
     assert post(Client(), native_event(install_id="inst_copies01"), p.ingest_key).status_code == 202
+
+
+# --- exact edges: the clock is frozen at chosen instants -------------------------------------
+
+SECOND = dt.timedelta(seconds=1)
+
+
+def _one(p, *, install: str, ip: str, now: dt.datetime):
+    event = IncomingEvent(install_id=install, name="app.start", timestamp=now)
+    return ingest(project=p, events=[event], client_ip=ip, now=now).outcomes[0]
+
+
+@pytest.mark.django_db
+def test_an_ip_keeps_its_quota_across_utc_midnight_inside_one_window(monkeypatch):
+    p = make_project(install_rate="1000/h", ip_rate="2/h").project
+    midnight = dt.datetime(2031, 3, 4, tzinfo=dt.UTC)
+    before, after = midnight - 5 * SECOND, midnight + 5 * SECOND
+    clock = LimiterClock(monkeypatch, before)
+    # Windows are staggered per counter; take an IP whose window spans [before, after].
+    for n in range(50):
+        ip = f"198.51.100.{n + 1}"
+        assert _one(p, install=f"inst_a{n:07d}", ip=ip, now=before).status == ACCEPTED
+        assert _one(p, install=f"inst_b{n:07d}", ip=ip, now=before).status == ACCEPTED
+        spent = _one(p, install=f"inst_c{n:07d}", ip=ip, now=before)
+        assert (spent.status, spent.limited_by) == (LIMITED, "ip")
+        if spent.retry_after > 11:
+            break
+    clock.set(after)
+    late = _one(p, install=f"inst_d{n:07d}", ip=ip, now=after)
+    assert (late.status, late.limited_by) == (LIMITED, "ip")  # no fresh quota at 00:00 UTC
+    assert abs(late.retry_after - (spent.retry_after - 10)) <= 1
+
+
+@pytest.mark.django_db
+def test_a_window_rollover_resets_the_counter_and_retry_after_is_the_real_wait(client, monkeypatch):
+    p = make_project(install_rate="2/h", ip_rate="1000/h")
+    install, group = "inst_roll0001", f"tm:{p.project.pk}:install"
+    start = dt.datetime(2031, 3, 4, 10, 17, 23, tzinfo=dt.UTC)
+    clock = LimiterClock(monkeypatch, start)
+    first_window = clock.counter(group, install, "2/h").key
+    for _ in range(2):
+        assert post(client, native_event(install_id=install), p.ingest_key).status_code == 202
+    r = post(client, native_event(install_id=install), p.ingest_key)
+    assert r.status_code == 429
+    retry_after = int(r["Retry-After"])
+    # Find the real end of the window, by bisection on the instant the counter reads 0 again.
+    lo, hi = 0, 3601  # seconds after start: spent at lo, surely reset by hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        clock.set(start + mid * SECOND)
+        if clock.counter(group, install, "2/h").count == 0:
+            hi = mid
+        else:
+            lo = mid
+    assert abs(retry_after - hi) <= 1, (retry_after, hi)
+    clock.set(start + lo * SECOND)  # the window's last second: still spent
+    assert post(client, native_event(install_id=install), p.ingest_key).status_code == 429
+    clock.set(start + hi * SECOND)  # the next window: a fresh counter
+    assert post(client, native_event(install_id=install), p.ingest_key).status_code == 202
+    # Hits handed back after the rollover go to the window they were charged in.
+    limits.refund({first_window: 2})
+    assert clock.counter(group, install, "2/h").count == 1
+    assert post(client, native_event(install_id=install), p.ingest_key).status_code == 202
+    r = post(client, native_event(install_id=install), p.ingest_key)
+    assert r.status_code == 429
+    assert abs(int(r["Retry-After"]) - 3600) <= 1  # a whole window from its first second

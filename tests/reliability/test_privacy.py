@@ -19,8 +19,9 @@ from telemetry.models import Event, IpSalt
 from telemetry.services.deletion import delete_install
 from telemetry.services.privacy_audit import addresses, audit
 from telemetry.services.salts import rotate_salts
+from tests.cachekeys import LimiterSpy, cache_entries, leaks
 from tests.factories import make_project, native_event
-from tests.ingest.test_privacy import _cache_dump, _dump_database
+from tests.ingest.test_privacy import _dump_database
 
 CONTRACTS = ["native", "voicemode", "domscribe", "baofeng", "pryx", "axiom"]
 IPS_PER_DOOR = 170  # 6 doors: 1,020 distinct client addresses
@@ -67,7 +68,8 @@ def send(client: Client, contract: str, p, install: str, ip: str):
         path, ctype = "/v1/session", "application/json"
     elif contract == "baofeng":
         body = {
-            "event_type": "flash_error",
+            # With no session a success is refused (it must name one); an error is not.
+            "event_type": "flash_error" if install else "flash_success",
             "occurred_at": iso,
             "session_id": install,
             "message": "Timeout writing block 3",
@@ -81,10 +83,14 @@ def send(client: Client, contract: str, p, install: str, ip: str):
             "category": "provider",
             "device_id": install,
         }
+        if not install:
+            body = []  # refused: 400 "No events provided"
         path, ctype = "/api/telemetry/ingest", "application/json"
         meta.update(key)
     else:
         body = [{"_time": iso, "event_type": "request", "customer_id": install, "status": 200}]
+        if not install:
+            body = [{"_time": "not a time"}]  # refused: its one event fails
         path, ctype = "/v1/datasets/events/ingest", "application/json"
         meta.update(key)
     if contract != "native":
@@ -117,7 +123,10 @@ def captured_logs():
 
 @pytest.mark.django_db
 @override_settings(TRUSTED_PROXIES=["10.0.0.0/8"])
-def test_a_thousand_client_ips_on_every_door_leave_no_address_or_key_anywhere(captured_logs):
+def test_a_thousand_client_ips_on_every_door_leave_no_address_or_key_anywhere(
+    captured_logs, monkeypatch
+):
+    spy = LimiterSpy(monkeypatch)
     client = Client()
     projects, sent = {}, []
     for door, contract in enumerate(CONTRACTS):
@@ -128,12 +137,17 @@ def test_a_thousand_client_ips_on_every_door_leave_no_address_or_key_anywhere(ca
             assert r.status_code < 300, (contract, r.status_code, r.content)
             sent.append(ip)
         # One refused request per door too: refusals are logged and counted differently.
-        send(client, contract, p, "", sent[-1])
+        stored = Event.objects.count()
+        r = send(client, contract, p, "", sent[-1])
+        assert r.status_code < 500 and Event.objects.count() == stored, (contract, r.content)
     assert len(set(sent)) >= 1000
     assert Event.objects.count() >= len(sent)
     assert len(set(Event.objects.values_list("ip_hash", flat=True))) >= 1000
 
-    dump, cache, logs = _dump_database(), _cache_dump(), captured_logs.getvalue()
+    entries = cache_entries()
+    assert len(entries) >= len(sent)  # the real counters, listed on either backend
+    assert leaks(sent, spy) == []  # nor any limiter keyed on a raw address
+    dump, cache, logs = _dump_database(), repr(entries), captured_logs.getvalue()
     assert logs  # the handler really captured the platform's logging
     for where, text in (("database", dump), ("cache", cache), ("logs", logs)):
         leaked = [ip for ip in sent if ip in text]

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.django_db
 NOW = dt.datetime(2025, 6, 15, 12, 0, tzinfo=dt.UTC)  # a Sunday
 OLD = dt.datetime(2025, 5, 5, 10, 0, tzinfo=dt.UTC)  # a Monday, 41 days before NOW
 RECENT = dt.datetime(2025, 6, 10, 9, 0, tzinfo=dt.UTC)
+MICRO = dt.timedelta(microseconds=1)
 
 
 def project_with_history(retention_days=30):
@@ -161,3 +162,46 @@ def test_a_second_purge_is_refused_while_one_holds_the_lock():
         release.set()
         thread.join()
     assert purge.purge(now=NOW)[0].deleted["events"] == 6
+
+
+# The rule (README, "Retention"): an event is purged when its received_at is before the start of
+# the UTC day `retention_days` days before the purge's UTC day; rollups dated before that day go
+# with it. So everything received on the first kept day stays, to the microsecond.
+EDGE_NOW = dt.datetime(2025, 6, 15, 12, 0, tzinfo=dt.UTC)
+FIRST_KEPT = dt.datetime(2025, 5, 16, tzinfo=dt.UTC)  # 00:00 UTC, 30 days before June 15
+
+
+@pytest.mark.parametrize(
+    ("received", "kept"),
+    [(FIRST_KEPT, True), (FIRST_KEPT - MICRO, False)],
+)
+def test_an_event_at_the_cutoff_is_kept_and_one_microsecond_earlier_purged(received, kept):
+    p = make_project(retention_days=30).project
+    ingest_at(p, received, "inst_edge_0001")
+    counts = purge.purge_project(project=p, now=EDGE_NOW, pause=0)
+    assert counts.cutoff == FIRST_KEPT.date()
+    assert Event.objects.filter(project=p).exists() is kept
+    assert DailyActivity.objects.filter(project=p).exists() is kept
+    assert Install.objects.filter(project=p).exists() is kept
+
+
+@pytest.mark.parametrize("purged_at", [dt.timedelta(0), dt.timedelta(hours=12) - MICRO])
+def test_nothing_accepted_today_is_purged_today(purged_at):
+    from telemetry.ingest.pipeline import ACCEPTED, ingest
+    from telemetry.ingest.schema import IncomingEvent, InvalidEvent, check_timestamp_window
+
+    p = make_project(retention_days=30).project
+    oldest = EDGE_NOW - dt.timedelta(days=30)  # the oldest timestamp ingest accepts now
+    check_timestamp_window(oldest, now=EDGE_NOW, retention_days=30)
+    with pytest.raises(InvalidEvent):
+        check_timestamp_window(oldest - MICRO, now=EDGE_NOW, retention_days=30)
+    event = IncomingEvent(install_id="inst_edge_0002", name="app.start", timestamp=oldest)
+    result = ingest(project=p, events=[event], client_ip="192.0.2.1", now=EDGE_NOW)
+    assert result.outcomes[0].status == ACCEPTED
+    # Any purge later that UTC day (up to 23:59:59.999999) keeps all of it.
+    counts = purge.purge_project(project=p, now=EDGE_NOW + purged_at, pause=0)
+    assert counts.deleted["events"] == counts.deleted["daily_activity"] == 0
+    assert counts.deleted["installs"] == 0
+    assert Event.objects.filter(project=p).count() == 1
+    assert DailyActivity.objects.filter(project=p, day=oldest.date()).count() == 1
+    assert DailyCount.objects.filter(project=p, day=oldest.date()).get().events == 1

@@ -36,3 +36,20 @@ def test_running_it_twice_changes_nothing():
     again = rotate_salts(now=NOW)
     assert (again.created, again.destroyed) == ([], 0)
     assert list(IpSalt.objects.order_by("day").values("day", "salt")) == salts
+
+
+# The rule: a salt is destroyed once its UTC day began more than 48 hours ago (strictly).
+@pytest.mark.parametrize(
+    ("after", "kept"),
+    [(dt.timedelta(0), True), (dt.timedelta(microseconds=1), False)],
+)
+def test_a_salt_exactly_48_hours_old_is_kept_and_one_microsecond_later_destroyed(after, kept):
+    from telemetry.services.privacy_audit import audit
+
+    day = dt.date(2025, 6, 13)
+    now = dt.datetime(2025, 6, 15, tzinfo=dt.UTC) + after  # 48 h after June 13 began, + after
+    IpSalt.objects.create(day=day, salt="00" * 32)
+    stale = [f.kind for f in audit(now=now, include_cache=False).findings]
+    assert stale == ([] if kept else ["stale_salt"])  # the audit applies the same edge
+    rotate_salts(now=now)
+    assert IpSalt.objects.filter(day=day).exists() is kept
