@@ -122,7 +122,7 @@ def _ingest(request: HttpRequest, project: Project, dataset: str) -> HttpRespons
     events, positions, failures = [], [], []
     for index, item in enumerate(items):
         try:
-            events.append(_event(item, project=project, dataset=dataset, now=now))
+            events.append(event_from_item(item, project=project, dataset=dataset, now=now))
             positions.append(index)
         except InvalidEvent as exc:
             failures.append((index, _failure(item, f"event {index}: {exc}", now)))
@@ -185,7 +185,11 @@ def _parse(body: bytes, *, ndjson: bool) -> list | HttpResponse:
     return items
 
 
-def _event(item: Any, *, project: Project, dataset: str, now: dt.datetime) -> IncomingEvent:
+def event_from_item(
+    item: Any, *, project: Project, dataset: str, now: dt.datetime, history: bool = False
+) -> IncomingEvent:
+    """The event one Axiom item becomes; raises InvalidEvent. `history` (the importer) lifts
+    the retention bound: the importer keeps older items as anonymous aggregates itself."""
     if not isinstance(item, dict):
         raise InvalidEvent("event", "must be a JSON object")
     if "dataset" in item:
@@ -194,7 +198,10 @@ def _event(item: Any, *, project: Project, dataset: str, now: dt.datetime) -> In
         raise InvalidEvent("event", "text with NUL or a lone surrogate cannot be stored")
     timestamp = _time(item.get("_time"), now=now)
     check_timestamp_window(
-        timestamp, now=now, retention_days=project.retention_days, field_name="_time"
+        timestamp,
+        now=now,
+        retention_days=None if history else project.retention_days,
+        field_name="_time",
     )
     fields = {k: v for k, v in item.items() if k != "_time"}
     properties = {**validate_properties(fields, project=project), "dataset": dataset}

@@ -143,11 +143,12 @@ def _event(request: HttpRequest, project: Project) -> HttpResponse:
     body = _read(request)
     if isinstance(body, HttpResponse):
         return body
+    now = timezone.now()
     try:
-        record = _sanitise(body, legacy=False)
+        event = event_from_body(body, legacy=False, project=project, now=now)
     except Invalid:
         return error(400, INVALID_FIELDS)
-    outcome = _ingest(request, project, record)
+    outcome = _run(request, project, event, now)
     if outcome.status == pipeline.LIMITED:
         return error(429, RATE_LIMITED, retry_after=outcome.retry_after)
     return reply(200, {"ok": True, "deduped": outcome.status == pipeline.DUPLICATE})
@@ -158,11 +159,12 @@ def _client_log(request: HttpRequest, project: Project) -> HttpResponse:
     body = _read(request)
     if isinstance(body, HttpResponse):
         return body
+    now = timezone.now()
     try:
-        record = _sanitise(body, legacy=True)
+        event = event_from_body(body, legacy=True, project=project, now=now)
     except Invalid:
         return error(400, INVALID_FIELDS)
-    outcome = _ingest(request, project, record)
+    outcome = _run(request, project, event, now)
     if outcome.status == pipeline.LIMITED:
         return error(429, RATE_LIMITED, retry_after=outcome.retry_after)
     return reply(200, {"ok": True})
@@ -248,15 +250,19 @@ def _sanitise(body: Any, *, legacy: bool) -> dict[str, Any]:
     return {**record, "_occurred": occurred}
 
 
-def _ingest(request: HttpRequest, project: Project, record: dict[str, Any]) -> pipeline.Outcome:
-    now = timezone.now()
+def event_from_body(
+    body: Any, *, legacy: bool, project: Project, now: dt.datetime
+) -> IncomingEvent:
+    """The event `POST /event` (or `/client-log` when `legacy`) stores for `body` received at
+    `now`; raises Invalid. The D1 importer calls it too, with the row's receipt time as `now`."""
+    record = _sanitise(body, legacy=legacy)
     occurred = record.pop("_occurred")
     try:
         check_timestamp_window(occurred, now=now, retention_days=project.retention_days)
     except InvalidEvent:
         occurred = now  # a clock far off: keep the client's string, file it under arrival
     session = record["session_id"]
-    event = IncomingEvent(
+    return IncomingEvent(
         install_id=_install_id(session) if session else "",
         name=_stored_name(record),
         timestamp=occurred,
@@ -268,7 +274,6 @@ def _ingest(request: HttpRequest, project: Project, record: dict[str, Any]) -> p
         properties=record,
         dedupe_any_time=record["event_type"] == FLASH,  # one flash per session, at any time
     )
-    return _run(request, project, event, now)
 
 
 def _run(

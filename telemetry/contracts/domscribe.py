@@ -88,12 +88,6 @@ def iso_week(moment: dt.datetime | dt.date) -> str:
     return f"{year:04d}-W{week:02d}"
 
 
-def week_start_of(moment: dt.datetime) -> dt.datetime:
-    """Monday 00:00 UTC of the ISO week holding `moment`."""
-    day = moment.astimezone(dt.UTC).date()
-    return dt.datetime.combine(day - dt.timedelta(days=day.weekday()), dt.time.min, tzinfo=dt.UTC)
-
-
 def week_days(week: str) -> tuple[dt.date, dt.date] | None:
     """Monday and Sunday of `YYYY-Www`, or None for a week no calendar has (W00, W54, …)."""
     try:
@@ -145,6 +139,27 @@ def _valid(payload: Any) -> bool:
     )
 
 
+def event_from_payload(payload: Any, *, week: str) -> IncomingEvent | None:
+    """The one event of `payload`'s session in ISO `week`, or None when the worker's schema
+    refuses it. The KV importer calls it too, with the week of the record's key."""
+    days = week_days(week) if WEEK_RE.fullmatch(week) else None
+    if days is None or not _valid(payload):
+        return None
+    return IncomingEvent(
+        install_id=payload["session_id"],
+        name="session",
+        # The dedupe key is (event_id, timestamp): a session's one event per week needs one
+        # timestamp for the whole week, so a repeat on Friday meets Monday's row.
+        timestamp=dt.datetime.combine(days[0], dt.time.min, tzinfo=dt.UTC),
+        event_id=session_event_id(week, payload["session_id"]),
+        app_version=payload["daemon_version"],
+        os=payload["platform"],
+        properties={
+            k: payload[k] for k in ("protocol_version", "node_version", "primary_framework")
+        },
+    )
+
+
 def _now() -> dt.datetime:
     return timezone.now()
 
@@ -164,23 +179,10 @@ def post_session(request: HttpRequest, project: Project) -> HttpResponse:
         payload = parse_json(body)
     except (ValueError, RecursionError):
         return respond(400, INVALID_JSON)
-    if not _valid(payload):
-        return respond(400, INVALID_PAYLOAD)
     now = _now()
-    week = iso_week(now)
-    event = IncomingEvent(
-        install_id=payload["session_id"],
-        name="session",
-        # The dedupe key is (event_id, timestamp): a session's one event per week needs one
-        # timestamp for the whole week, so a repeat on Friday meets Monday's row.
-        timestamp=week_start_of(now),
-        event_id=session_event_id(week, payload["session_id"]),
-        app_version=payload["daemon_version"],
-        os=payload["platform"],
-        properties={
-            k: payload[k] for k in ("protocol_version", "node_version", "primary_framework")
-        },
-    )
+    event = event_from_payload(payload, week=iso_week(now))
+    if event is None:
+        return respond(400, INVALID_PAYLOAD)
     try:
         result = pipeline.ingest(
             project=project, events=[event], client_ip=client_ip(request), now=now

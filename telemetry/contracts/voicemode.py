@@ -102,7 +102,7 @@ def _js_falsy(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value == 0
 
 
-def _timestamp(value: Any, now: dt.datetime, max_age: dt.timedelta) -> dt.datetime:
+def _timestamp(value: Any, now: dt.datetime, max_age: dt.timedelta | None) -> dt.datetime:
     if not isinstance(value, str) or not value:
         raise Invalid(BAD_TIMESTAMP)
     try:
@@ -115,7 +115,7 @@ def _timestamp(value: Any, now: dt.datetime, max_age: dt.timedelta) -> dt.dateti
         raise Invalid(TIMESTAMP_NOT_ISO) from None
     if parsed > now + FUTURE_SLACK:
         raise Invalid(TIMESTAMP_FUTURE)
-    if parsed < now - max_age:
+    if max_age is not None and parsed < now - max_age:
         raise Invalid(TIMESTAMP_OLD)
     return parsed
 
@@ -125,12 +125,13 @@ def _short_string(value: Any) -> bool:
 
 
 def event_from_payload(
-    payload: Any, *, now: dt.datetime, max_age: dt.timedelta = MAX_AGE
+    payload: Any, *, now: dt.datetime, max_age: dt.timedelta | None = MAX_AGE
 ) -> IncomingEvent:
     """Check `payload` in the worker's order; raise Invalid(message) at the first failure.
 
     `max_age` is the worker's 90 days, or the project's retention when shorter: an event the
-    purge would take the same day is refused, with the worker's message.
+    purge would take the same day is refused, with the worker's message. The importer passes
+    None (no lower bound): it splits old rows into anonymous aggregates itself.
     """
     if _js_falsy(payload):
         raise Invalid(MISSING_PAYLOAD)

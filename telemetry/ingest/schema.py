@@ -63,11 +63,16 @@ def parse_timestamp(value: Any, *, field_name: str = "timestamp") -> dt.datetime
 
 
 def check_timestamp_window(
-    timestamp: dt.datetime, *, now: dt.datetime, retention_days: int, field_name: str = "timestamp"
+    timestamp: dt.datetime,
+    *,
+    now: dt.datetime,
+    retention_days: int | None,
+    field_name: str = "timestamp",
 ) -> None:
+    """At most a day ahead, and within retention unless `retention_days` is None (imports)."""
     if timestamp > now + FUTURE_SLACK:
         raise InvalidEvent(field_name, "more than one day in the future")
-    if timestamp < now - dt.timedelta(days=retention_days):
+    if retention_days is not None and timestamp < now - dt.timedelta(days=retention_days):
         raise InvalidEvent(field_name, f"older than the retention window ({retention_days} days)")
 
 
@@ -227,8 +232,13 @@ _RULES = _rules(NativeEventSerializer)
 _NATIVE_FIELDS = frozenset(rule.name for rule in _RULES)
 
 
-def event_from_native(item: Any, *, project: Project, now: dt.datetime) -> IncomingEvent:
-    """Validate one native-API event object (CONTRACTS A3) into an IncomingEvent."""
+def event_from_native(
+    item: Any, *, project: Project, now: dt.datetime, history: bool = False
+) -> IncomingEvent:
+    """Validate one native-API event object (CONTRACTS A3) into an IncomingEvent.
+
+    `history` (the importer) lifts the retention bound; the importer keeps older events as
+    anonymous aggregates itself."""
     if not isinstance(item, dict):
         raise InvalidEvent("event", "must be a JSON object")
     if not storable(item):
@@ -246,7 +256,8 @@ def event_from_native(item: Any, *, project: Project, now: dt.datetime) -> Incom
                 raise InvalidEvent(rule.name, rule.message)
         elif rule.kind == "timestamp":
             value = parse_timestamp(value, field_name=rule.name)
-            check_timestamp_window(value, now=now, retention_days=project.retention_days)
+            retention = None if history else project.retention_days
+            check_timestamp_window(value, now=now, retention_days=retention)
         elif rule.kind == "object":
             value = validate_properties(value, project=project)
         elif value is None:
