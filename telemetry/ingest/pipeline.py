@@ -119,6 +119,39 @@ def ingest(
     return IngestResult(outcomes=outcomes)  # type: ignore[arg-type]
 
 
+IMPORT_CHUNK = 5_000
+
+
+def store_imported(
+    *,
+    project: Project,
+    events: list[IncomingEvent],
+    now: dt.datetime,
+    received_at: list[dt.datetime | None] | None = None,
+) -> list[bool]:
+    """Store events brought over from a system the platform replaces (import_events); per
+    event, whether it was new (False: a copy was stored before, live or by an earlier import).
+
+    The same rows and statement as `ingest`, without its claims and rate limits (the old
+    store admitted these events long ago) and with no IP hash: the old stores' hashes can be
+    reversed, so an imported event never carries one. `received_at` keeps each event's
+    original arrival time (None: `now`). Database errors propagate: the caller rolls back.
+    """
+    stored: list[bool] = []
+    for start in range(0, len(events), IMPORT_CHUNK):
+        chunk = events[start : start + IMPORT_CHUNK]
+        rows = _rows(project, chunk, "", now)
+        if received_at is not None:
+            adapt = connection.ops.adapt_datetimefield_value
+            arrivals = received_at[start : start + IMPORT_CHUNK]
+            rows = [
+                (*row[:5], adapt(arrival), *row[6:]) if arrival is not None else row
+                for row, arrival in zip(rows, arrivals, strict=True)
+            ]
+        stored.extend(_store(project, chunk, rows))
+    return stored
+
+
 def _unavailable(service: str, exc: Exception) -> ServiceUnavailable:
     log.warning("ingest: %s unavailable (%s)", service, type(exc).__name__)
     return ServiceUnavailable(service)
