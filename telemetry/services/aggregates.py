@@ -142,3 +142,57 @@ def snapshot_expiring(*, project: Project, now: dt.datetime) -> int:
         DailySummary.objects.bulk_create(days, ignore_conflicts=True)
         CohortSummary.objects.bulk_create(weeks, ignore_conflicts=True)
     return len(days) + len(weeks)
+
+
+def merge_history(
+    *,
+    project: Project,
+    summaries: list[tuple[dt.date, int, int, int]],
+    counts: list[tuple[dt.date, str, int]],
+) -> None:
+    """Keep imported history older than retention as anonymous aggregates only: per day
+    (active installs, new installs, events) in DailySummary and events per name in DailyCount.
+
+    Each value becomes the larger of the stored one and the imported one, never their sum: a
+    second import of the same file changes nothing, and a day already summarised from live
+    data is never lowered.
+    """
+    days = [d for d, *_ in summaries]
+    have = {s.day: s for s in DailySummary.objects.filter(project=project, day__in=days)}
+    have_counts = {
+        (c.day, c.name): c.events
+        for c in DailyCount.objects.filter(project=project, day__in={d for d, *_ in counts})
+    }
+    rows = []
+    for day, active, new, events in summaries:
+        old = have.get(day)
+        if old is not None:
+            active = max(active, old.active_installs)
+            new = max(new, old.new_installs)
+            events = max(events, old.events)
+        rows.append(
+            DailySummary(
+                project=project, day=day, active_installs=active, new_installs=new, events=events
+            )
+        )
+    count_rows = [
+        DailyCount(
+            project=project, day=day, name=name, events=max(n, have_counts.get((day, name), 0))
+        )
+        for day, name, n in counts
+    ]
+    with transaction.atomic():
+        DailySummary.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["project", "day"],
+            update_fields=["active_installs", "new_installs", "events"],
+            batch_size=1000,
+        )
+        DailyCount.objects.bulk_create(
+            count_rows,
+            update_conflicts=True,
+            unique_fields=["project", "day", "name"],
+            update_fields=["events"],
+            batch_size=1000,
+        )
