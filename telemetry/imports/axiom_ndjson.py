@@ -13,8 +13,9 @@ from telemetry.imports import Item, Malformed, Source, count_lines, json_lines, 
 from telemetry.ingest.schema import InvalidEvent
 from telemetry.models import Project
 
-# Fields Axiom adds on its side; a sender never sent them.
-AXIOM_FIELDS = ("_sysTime", "_rowId")
+# Fields Axiom adds on its side (a sender never sent them), and the raw client address a later
+# WorldMonitor gateway logged (PR #3645): no address, hashed or not, is ever imported.
+DROPPED = ("_sysTime", "_rowId", "ip")
 
 
 def read(
@@ -37,7 +38,7 @@ def item(where: str, record, *, project: Project, dataset: str, now: dt.datetime
     received = None
     if isinstance(record, dict):
         received = parse_moment(record.get("_sysTime"))
-        record = {k: v for k, v in record.items() if k not in AXIOM_FIELDS}
+        record = {k: v for k, v in record.items() if k not in DROPPED}
     try:
         event = axiom.event_from_item(
             record, project=project, dataset=dataset, now=now, history=True
