@@ -76,6 +76,10 @@ def check_timestamp_window(
         raise InvalidEvent(field_name, f"older than the retention window ({retention_days} days)")
 
 
+# NUL or a lone UTF-16 surrogate: one regex scan, not a Python loop over every character.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def storable(value: Any, max_depth: int = 16) -> bool:
     """No NUL, no lone surrogate (no database text column holds them) and no absurd nesting."""
     stack = [(value, 1)]
@@ -84,7 +88,7 @@ def storable(value: Any, max_depth: int = 16) -> bool:
         if depth > max_depth:
             return False
         if isinstance(item, str):
-            if "\x00" in item or any("\ud800" <= ch <= "\udfff" for ch in item):
+            if _UNSTORABLE.search(item):
                 return False
         elif isinstance(item, dict):
             stack.extend((k, depth) for k in item)
