@@ -113,9 +113,13 @@ def import_events(
     dataset: str | None = None,
     batch_size: int = BATCH_SIZE,
     progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int | None], None] | None = None,
 ) -> ImportReport:
     """Import `path` read as `fmt` into `project`; raises ImportFailed on a malformed file
-    (batches before it stay stored, the one in progress is rolled back, no aggregates)."""
+    (batches before it stay stored, the one in progress is rolled back, no aggregates).
+
+    `on_total` is told how many rows the source holds, once it is open; `progress` is told
+    of rows read, a thousand at a time."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
     report = ImportReport(format=fmt, project=project.slug, dry_run=dry_run)
@@ -127,6 +131,8 @@ def import_events(
     touched: set[dt.date] = set()
     try:
         source = open_source(fmt, path, project=project, now=now, dataset=dataset)
+        if on_total:
+            on_total(source.total)
         for item in source.items:
             report.rows += 1
             event = item.event

@@ -49,6 +49,7 @@ class Command(BaseCommand):
                     dry_run=opts["dry_run"],
                     dataset=opts["dataset"],
                     progress=bar.update,
+                    on_total=lambda total: setattr(bar, "total", total),
                 )
             except ImportFailed as exc:
                 raise CommandError(_failure(path, exc)) from None

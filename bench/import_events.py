@@ -1,0 +1,113 @@
+"""Import benchmark: rows per second of `import_events --format voicemode-d1` on PostgreSQL.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/tm_bench_import \
+        .venv/bin/python bench/import_events.py --rows 1000000
+
+Writes a VoiceMode D1 `events` table (the worker's schema, rows shaped as its client sends them)
+of N rows spread over the last 85 days into a SQLite file, recreates the database, migrates,
+then times the import service end to end (read, map, store with rollups, ANALYZE) and checks
+the rollups against a brute-force count.
+"""
+
+import argparse
+import datetime as dt
+import os
+import random
+import sqlite3
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ.setdefault("DATA_DIR", "/tmp/tm-bench-import")
+os.environ.setdefault("SECRET_KEY", "bench-only")
+os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
+
+SLUG = "bench-import"
+
+
+def recreate_database(url: str) -> None:
+    import psycopg
+
+    name = urlparse(url).path.lstrip("/")
+    admin = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def write_source(path: Path, rows: int, now: dt.datetime) -> None:
+    from tests.imports.stores import VOICEMODE_SCHEMA, voicemode_row
+
+    if path.exists():
+        return
+    rng = random.Random(14)
+    installs = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(max(10, rows // 40))]
+    conn = sqlite3.connect(path)
+    conn.executescript(VOICEMODE_SCHEMA)
+    batch = []
+    for _ in range(rows):
+        when = now - dt.timedelta(seconds=rng.uniform(3600, 85 * 86400))
+        row = voicemode_row(when, rng.choice(installs))
+        batch.append(list(row.values()))
+        if len(batch) == 50_000:
+            conn.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?)", batch)
+            batch = []
+    conn.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?)", batch)
+    conn.commit()
+    conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--source", type=Path, help="Reuse or write the D1 file here.")
+    args = parser.parse_args()
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgres"):
+        sys.exit("set DATABASE_URL to a PostgreSQL database this benchmark may drop")
+    now = dt.datetime.now(dt.UTC)
+    source = args.source or Path(f"/tmp/tm-bench-import-{args.rows}.sqlite")
+    t0 = time.perf_counter()
+    write_source(source, args.rows, now)
+    print(f"source: {source} ({time.perf_counter() - t0:.1f} s)")
+    recreate_database(url)
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    from telemetry.services.imports import import_events
+    from telemetry.services.projects import create_project
+
+    call_command("migrate", verbosity=0)
+    project = create_project(slug=SLUG, contract="voicemode", retention_days=90).project
+    t0 = time.perf_counter()
+    report = import_events(project=project, fmt="voicemode-d1", path=source, now=now)
+    elapsed = time.perf_counter() - t0
+    print(
+        f"rows {report.rows:,}  stored {report.stored:,}  duplicates {report.duplicates:,}"
+        f"  refused {report.refused}  aggregated {report.aggregated}"
+    )
+    print(f"import: {elapsed:.1f} s = {report.rows / elapsed:,.0f} rows/s")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT sum(events) FROM telemetry_dailycount WHERE project_id = %s),"
+            " (SELECT count(*) FROM telemetry_event WHERE project_id = %s),"
+            " (SELECT count(*) FROM telemetry_dailyactivity WHERE project_id = %s),"
+            " (SELECT count(*) FROM (SELECT DISTINCT install_id, (timestamp AT TIME ZONE 'UTC')"
+            "::date FROM telemetry_event WHERE project_id = %s) d)",
+            [project.pk] * 4,
+        )
+        counted, events, activity, brute_activity = cursor.fetchone()
+    print(f"rollups exact: {counted == events and activity == brute_activity}")
+
+
+if __name__ == "__main__":
+    main()
