@@ -7,6 +7,7 @@ dedupe and the retention split are telemetry.services.imports' job.
 
 import datetime as dt
 import importlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,8 +101,15 @@ def json_lines(path: Path) -> Iterator[tuple[int, object]]:
                 if not line.strip():
                     continue
                 try:
-                    yield number, parse_json(line)
+                    value = parse_json(line.strip())
                 except ValueError as exc:
-                    raise Malformed(f"line {number}", f"not JSON ({exc})") from None
+                    raise Malformed(f"line {number}", f"not JSON ({_json_error(exc)})") from None
+                yield number, value
     except OSError as exc:
         raise Malformed(str(path), exc.strerror or "cannot be read") from None
+
+
+def _json_error(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at column {exc.colno}"
+    return str(exc)

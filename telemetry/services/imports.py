@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from telemetry.imports import FORMATS, Item, Malformed, open_source
 from telemetry.ingest import pipeline
@@ -60,7 +60,8 @@ class ImportReport:
 
 
 class ImportFailed(Exception):
-    """A malformed file: `report` says how far the import got before `error`."""
+    """A malformed file (or a batch the database refused): `report` says how far the import
+    got before `error`."""
 
     def __init__(self, error: Malformed, report: ImportReport) -> None:
         super().__init__(str(error))
@@ -111,7 +112,7 @@ def import_events(
     now: dt.datetime,
     dry_run: bool = False,
     dataset: str | None = None,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int | None], None] | None = None,
 ) -> ImportReport:
@@ -122,6 +123,7 @@ def import_events(
     of rows read, a thousand at a time."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    batch_size = batch_size or BATCH_SIZE
     report = ImportReport(format=fmt, project=project.slug, dry_run=dry_run)
     keep_from = aggregates.cutoff_day(project=project, now=now)
     report.cutoff = keep_from
@@ -156,6 +158,11 @@ def import_events(
         _flush(project, batch, report, now, touched, dry_run=dry_run)
     except Malformed as exc:
         raise ImportFailed(exc, report) from None
+    except DatabaseError as exc:
+        # The batch's transaction was rolled back; the ones before it stay committed.
+        where = f"rows {report.committed_rows + 1}-{report.rows}"
+        error = Malformed(where, f"the database refused the batch ({type(exc).__name__})")
+        raise ImportFailed(error, report) from exc
     if progress and report.rows % 1000:
         progress(report.rows % 1000)
     report.committed_rows = report.rows

@@ -81,8 +81,40 @@ def test_a_malformed_file_exits_1_naming_the_line_and_how_far_it_got(tmp_path):
         run("kv", "--format", "domscribe-kv", str(path))
     assert exc.value.returncode == 1
     message = str(exc.value)
-    assert f"{path}: malformed at line 2: not JSON" in message
+    assert f"{path}: line 2: not JSON" in message
     assert "Nothing was imported." in message
+
+
+def test_a_malformed_file_keeps_the_batches_before_it_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr("telemetry.services.imports.BATCH_SIZE", 2)
+    make_project(slug="kv", contract="domscribe")
+    week = timezone.now().strftime("%G-W%V")
+    lines = [
+        json.dumps({"key": f"session:{week}:session{i:04d}", "value": json.dumps(VALUE)})
+        for i in range(3)
+    ]
+    path = tmp_path / "kv.jsonl"
+    path.write_text("\n".join([*lines, "{"]) + "\n")
+    with pytest.raises(CommandError) as exc:
+        run("kv", "--format", "domscribe-kv", str(path))
+    assert str(exc.value) == (
+        f"{path}: line 4: not JSON (Expecting property name enclosed in double quotes at"
+        " column 2). Stopped there: the first 2 rows are imported (2 events stored,"
+        " 0 already there); the batch in progress (row 3) was rolled back and no aggregates"
+        " were written. Fix the file and run again: rows already stored are recognised as"
+        " duplicates."
+    )
+    assert Event.objects.count() == 2
+
+
+VALUE = {
+    "protocol_version": "1.0.0",
+    "daemon_version": "0.4.2",
+    "platform": "linux",
+    "node_version": "v22.3.0",
+    "primary_framework": "react",
+    "first_seen_at": "2026-05-25T10:00:00.000Z",
+}
 
 
 @pytest.mark.parametrize(

@@ -61,19 +61,21 @@ class Command(BaseCommand):
 
 def _failure(path: Path, exc: ImportFailed) -> str:
     r = exc.report
+    first, last = r.committed_rows + 1, r.rows
+    in_progress = f"row {first}" if first == last else f"rows {first}-{last}"
     if r.committed_rows:
         done = (
             f"Stopped there: the first {r.committed_rows} rows are imported ({r.stored} events"
-            f" stored, {r.duplicates} already there); the batch in progress (rows"
-            f" {r.committed_rows + 1}-{r.rows}) was rolled back and no aggregates were written."
+            f" stored, {r.duplicates} already there); the batch in progress ({in_progress}) was"
+            " rolled back and no aggregates were written."
         )
     else:
         done = "Nothing was imported."
     if r.dry_run:
         done = "Dry run: nothing was written."
     return (
-        f"{path}: malformed at {exc.error.where}: {exc.error.message}. {done} Fix the file and"
-        " run again: rows already stored are recognised as duplicates."
+        f"{path}: {exc.error.where}: {exc.error.message}. {done} Fix the file and run again:"
+        " rows already stored are recognised as duplicates."
     )
 
 
