@@ -18,7 +18,7 @@ from telemetry.imports import FORMATS, Item, Malformed, open_source
 from telemetry.ingest import pipeline
 from telemetry.ingest.privacy import redact
 from telemetry.ingest.schema import IncomingEvent
-from telemetry.models import Event, Project
+from telemetry.models import Event, Install, Project
 from telemetry.services import aggregates, partitions
 from telemetry.services.stats import day_start
 
@@ -76,14 +76,29 @@ class _History:
         self.active: dict[dt.date, set[str]] = defaultdict(set)
         self.counts: dict[tuple[dt.date, str], int] = defaultdict(int)
         self.first_day: dict[str, dt.date] = {}
+        self.kept: set[str] = set()  # installs with a row inside retention
 
-    def seen(self, event: IncomingEvent) -> None:
+    def seen(self, event: IncomingEvent, *, old: bool) -> None:
         """Every row: an install first seen on an old day is that day's new install."""
         if event.install_id:
             day = event.timestamp.date()
             first = self.first_day.get(event.install_id)
             if first is None or day < first:
                 self.first_day[event.install_id] = day
+            if not old:
+                self.kept.add(event.install_id)
+
+    def forget_new(self, project: Project) -> None:
+        """An install with a row (or live events) inside retention is counted new by its
+        Install row already: counting it on an old day too would count it twice."""
+        old_first = [i for i in self.first_day if i not in self.kept]
+        for start in range(0, len(old_first), 1000):
+            self.kept.update(
+                Install.objects.filter(
+                    project=project, install_id__in=old_first[start : start + 1000]
+                ).values_list("install_id", flat=True)
+            )
+        self.first_day = {i: d for i, d in self.first_day.items() if i not in self.kept}
 
     def add(self, event: IncomingEvent) -> None:
         day = event.timestamp.date()
@@ -143,7 +158,7 @@ def import_events(
                 if len(report.refusals) < MAX_REFUSALS:
                     report.refusals.append({"row": item.where, "error": item.error})
             else:
-                history.seen(event)
+                history.seen(event, old=event.timestamp < oldest_kept)
                 if event.timestamp < oldest_kept:
                     history.add(event)
                     report.aggregated += 1
@@ -166,6 +181,7 @@ def import_events(
     if progress and report.rows % 1000:
         progress(report.rows % 1000)
     report.committed_rows = report.rows
+    history.forget_new(project)
     summaries = history.summaries()
     report.aggregated_days = len(summaries)
     if not dry_run:
