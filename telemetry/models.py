@@ -205,16 +205,26 @@ class PeriodActivity(models.Model):
 
 
 class DailyCount(models.Model):
-    """Events per (project, UTC day, event name)."""
+    """Events per (project, UTC day, event name), spread over a few shard rows: read the sum.
+
+    One row per (day, name) would be updated by every event of that name, and concurrent
+    writers queue on its lock until each commits (bench/RESULTS.md); the shard, picked from the
+    install id, lets them write side by side.
+    """
+
+    SHARDS = 16
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     day = models.DateField()
     name = models.CharField(max_length=64)
+    shard = models.PositiveSmallIntegerField(default=0, db_default=0)
     events = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["project", "day", "name"], name="count_unique_day_name")
+            models.UniqueConstraint(
+                fields=["project", "day", "name", "shard"], name="count_unique_day_name_shard"
+            )
         ]
 
     def __str__(self) -> str:
