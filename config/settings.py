@@ -219,6 +219,11 @@ TELEMETRY_DEFAULT_RETENTION_DAYS = env.int("TELEMETRY_DEFAULT_RETENTION_DAYS", d
 # How long a web process trusts its in-memory copy of projects and keys.
 TELEMETRY_PROJECT_CACHE_SECONDS = env.float("TELEMETRY_PROJECT_CACHE_SECONDS", default=10.0)
 TELEMETRY_RETRY_AFTER_SECONDS = env.int("TELEMETRY_RETRY_AFTER_SECONDS", default=30)
+# An ingest key's "last used" time is written at most this often per key and web process.
+TELEMETRY_KEY_LAST_USED_SECONDS = env.float("TELEMETRY_KEY_LAST_USED_SECONDS", default=300.0)
+# The server's public URL for the "one setting" shown in the admin and dashboard, e.g.
+# https://telemetry.example.org; empty means the URL the page was requested at.
+TELEMETRY_PUBLIC_URL = env.str("TELEMETRY_PUBLIC_URL", default="")
 
 LOGGING = {
     "version": 1,

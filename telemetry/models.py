@@ -49,6 +49,10 @@ class Project(models.Model):
     strict = models.BooleanField(default=False, help_text="Reject properties not in the schema.")
     redact_pii = models.BooleanField(default=False)
     public_page = models.BooleanField(default=False)
+    members_can_rotate_keys = models.BooleanField(
+        default=False,
+        help_text="Members may issue and revoke this project's ingest keys from the dashboard.",
+    )
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, blank=True, related_name="telemetry_projects"
     )
@@ -71,6 +75,8 @@ class IngestKey(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Written by telemetry.ingest.auth at most once per key per few minutes, not per event.
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.project.slug})"

@@ -1,0 +1,24 @@
+# Issue 13: members may rotate keys (per project); an ingest key's last use.
+
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    # Parent: the newest migration on this branch; the lead re-parents it onto the storage rewrite.
+    dependencies = [("telemetry", "0002_period_activity")]
+
+    operations = [
+        migrations.AddField(
+            model_name="project",
+            name="members_can_rotate_keys",
+            field=models.BooleanField(
+                default=False,
+                help_text="Members may issue and revoke this project's ingest keys from the dashboard.",
+            ),
+        ),
+        migrations.AddField(
+            model_name="ingestkey",
+            name="last_used_at",
+            field=models.DateTimeField(blank=True, editable=False, null=True),
+        ),
+    ]
