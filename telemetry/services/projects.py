@@ -7,6 +7,7 @@ dashboard all call these functions, so they leave the same rows behind.
 import re
 from dataclasses import dataclass
 
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -134,6 +135,21 @@ def revoke_ingest_key(*, key: IngestKey, now=None) -> bool:
     return bool(updated)
 
 
+def revoke_project_key(*, project: Project, key_id: int, keep_last: bool = False) -> IngestKey:
+    """Revoke `project`'s live key `key_id`. ValueError, with a message for the person asking,
+    when there is no such live key or, with `keep_last`, it is the project's only live key."""
+    live = IngestKey.objects.filter(project=project, revoked_at__isnull=True)
+    key = live.filter(pk=key_id).first()
+    if key is None:
+        raise ValueError("That key is revoked already.")
+    if keep_last and live.count() == 1:
+        raise ValueError(
+            "This is the project's only live key: issue a new one and move clients first."
+        )
+    revoke_ingest_key(key=key)
+    return key
+
+
 def rotate_ingest_key(*, project: Project) -> str:
     """Revoke every current ingest key and issue a new one."""
     with transaction.atomic():
@@ -151,4 +167,15 @@ def project_keys(*, project: Project):
     """The project's ingest keys, live ones first, newest first."""
     return IngestKey.objects.filter(project=project).order_by(
         F("revoked_at").desc(nulls_first=True), "-created_at", "-pk"
+    )
+
+
+def record_key_change(*, user, project: Project, message: str) -> None:
+    """Write a key change to the admin history (what and the key's prefix; never a secret)."""
+    LogEntry.objects.log_actions(
+        user_id=user.pk,
+        queryset=[project],
+        action_flag=CHANGE,
+        change_message=message,
+        single_object=True,
     )
