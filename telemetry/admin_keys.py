@@ -397,7 +397,7 @@ def _one_setting_html(project: Project, server: str) -> str:
         shown["client"],
         shown["setting"],
         shown["text"],
-        shown["note"],
+        shown["note_html"],
         format_html("<p>Also reachable at {}.</p>", also) if shown["also"] else "",
     )
 

@@ -10,6 +10,9 @@ import textwrap
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from django.utils.html import conditional_escape
+from django.utils.safestring import SafeString, mark_safe
+
 from telemetry.models import Contract, Project
 
 
@@ -135,11 +138,23 @@ def render(*, contract: str, base: str, server: str) -> dict:
     }
 
 
+def note_html(note: str) -> SafeString:
+    """The note's Markdown code spans (`x`) as <code>, everything else escaped."""
+    parts = note.split("`")
+    return mark_safe(  # noqa: S308 - every part is escaped here
+        "".join(
+            f"<code>{conditional_escape(p)}</code>" if i % 2 else str(conditional_escape(p))
+            for i, p in enumerate(parts)
+        )
+    )
+
+
 def for_project(*, project: Project, server: str) -> dict:
     """What the admin and the dashboard show: the setting at the project's first base URL, and
     the other URLs it is reachable at."""
     urls = bases(project=project, server=server)
-    return {**render(contract=project.contract, base=urls[0], server=server), "also": urls[1:]}
+    shown = render(contract=project.contract, base=urls[0], server=server)
+    return {**shown, "note_html": note_html(shown["note"]), "also": urls[1:]}
 
 
 def readme_block(contract: str) -> str:

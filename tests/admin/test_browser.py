@@ -46,6 +46,10 @@ def test_staff_create_a_project_in_the_admin_and_its_first_event_shows(
         key = page.text_content('code.secret[data-kind="ingest-key"]').strip()
         assert key.startswith("tk_")
         assert "/p/web-made/api/v1/events" in page.text_content(".one-setting-lines")
+        shots = Path(settings.DATA_DIR) / "screenshots"
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "admin-secrets.png"), full_page=True)
+        change_url = page.get_attribute("#secrets td a", "href")
         page.reload()
         assert page.query_selector("code.secret") is None  # shown once
         assert key not in page.content()
@@ -74,6 +78,12 @@ def test_staff_create_a_project_in_the_admin_and_its_first_event_shows(
         page.wait_for_url(re.compile(r".*/dashboard/web-made/setup/$"))
         row = page.text_content("#keys")
         assert key[:10] in row and "never" not in row  # last used: just now
+        page.screenshot(path=str(shots / "setup.png"), full_page=True)
+        # No ORM in here: Playwright's greenlet would open a database connection of its own
+        # that nothing closes.
+        page.goto(f"{url}{change_url}")
+        assert "Issue a new ingest key" in page.content()
+        page.screenshot(path=str(shots / "admin-project.png"), full_page=True)
         browser.close()
 
     project = Project.objects.get(slug="web-made")

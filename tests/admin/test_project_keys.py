@@ -303,3 +303,19 @@ def test_the_one_setting_uses_the_hostname_and_the_public_url(staff, settings):
     body = staff.get(f"/admin/telemetry/project/{p.project.pk}/change/").content.decode()
     assert "VOICEMODE_TELEMETRY_ENDPOINT https://vm.example.org/telemetry" in body
     assert "<code>https://telemetry.example.org/p/vm</code>" in body
+
+
+def test_the_admin_pages_render(staff):
+    p = make_project(slug="pages")
+    key = p.project.ingest_keys.get()
+    staff.post(f"/admin/telemetry/project/{p.project.pk}/keys/{key.pk}/revoke/")
+    for url in (
+        ADD_URL,
+        "/admin/telemetry/project/",
+        f"/admin/telemetry/project/{p.project.pk}/change/",
+        "/admin/telemetry/ingestkey/",
+        "/admin/telemetry/ingestkey/?revoked_at__isnull=True",
+        f"/admin/telemetry/ingestkey/{key.pk}/change/",
+    ):
+        assert staff.get(url).status_code == 200, url
+    assert staff.get("/admin/telemetry/project/999999/keys/issue/").status_code == 404

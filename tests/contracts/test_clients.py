@@ -38,3 +38,8 @@ def test_a_project_without_one_is_set_up_under_its_slug():
     ]
     assert "http://127.0.0.1:8000/p/px/api/v1/logs" in shown["note"]
     assert shown["also"] == []
+
+
+def test_the_note_shows_code_spans_as_code_and_escapes_the_rest():
+    html = clients.note_html("Set `A=<b>` & go")
+    assert html == "Set <code>A=&lt;b&gt;</code> &amp; go"
