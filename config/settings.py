@@ -224,6 +224,11 @@ TELEMETRY_RETRY_AFTER_SECONDS = env.int("TELEMETRY_RETRY_AFTER_SECONDS", default
 # How long the cache remembers an event id it has seen (the claim): copies in flight and quick
 # retries are answered from it; later copies of the same (event_id, timestamp) by the database.
 TELEMETRY_CLAIM_TTL_SECONDS = env.int("TELEMETRY_CLAIM_TTL_SECONDS", default=3600)
+# An ingest key's "last used" time is written at most this often per key and web process.
+TELEMETRY_KEY_LAST_USED_SECONDS = env.float("TELEMETRY_KEY_LAST_USED_SECONDS", default=300.0)
+# The server's public URL for the "one setting" shown in the admin and dashboard, e.g.
+# https://telemetry.example.org; empty means the URL the page was requested at.
+TELEMETRY_PUBLIC_URL = env.str("TELEMETRY_PUBLIC_URL", default="")
 
 LOGGING = {
     "version": 1,

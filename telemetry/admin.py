@@ -3,13 +3,13 @@
 from django.contrib import admin
 from django.urls import reverse
 
+from telemetry.admin_keys import IngestKeyInline, ProjectKeysAdminMixin
 from telemetry.models import (
     CohortSummary,
     DailyActivity,
     DailyCount,
     DailySummary,
     Event,
-    IngestKey,
     Install,
     IpSalt,
     PeriodActivity,
@@ -28,19 +28,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class IngestKeyInline(admin.TabularInline):
-    model = IngestKey
-    extra = 0
-    fields = ["prefix", "created_at", "revoked_at"]
-    readonly_fields = ["prefix", "created_at"]
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False  # keys are issued by `manage.py create_project` / `rotate_keys`
-
-
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(ProjectKeysAdminMixin, admin.ModelAdmin):
     list_display = [
         "slug",
         "name",

@@ -55,6 +55,10 @@ class Project(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Public page: cells counting fewer installs than this are shown as '< k'.",
     )
+    members_can_rotate_keys = models.BooleanField(
+        default=False,
+        help_text="Members may issue and revoke this project's ingest keys from the dashboard.",
+    )
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, blank=True, related_name="telemetry_projects"
     )
@@ -77,6 +81,8 @@ class IngestKey(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Written by telemetry.ingest.auth at most once per key per few minutes, not per event.
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.project.slug})"
