@@ -79,13 +79,25 @@ def storable(value: Any, max_depth: int = 16) -> bool:
         if depth > max_depth:
             return False
         if isinstance(item, str):
-            if "\x00" in item or any("\ud800" <= ch <= "\udfff" for ch in item):
+            if "\x00" in item or not _encodable(item):
                 return False
         elif isinstance(item, dict):
             stack.extend((k, depth) for k in item)
             stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+def _encodable(text: str) -> bool:
+    """False for text with a lone surrogate: UTF-8 cannot encode it (checked in C, not per
+    character in Python, which measured a fifth of a 1,000-event batch's time)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
     return True
 
 
