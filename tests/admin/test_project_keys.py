@@ -44,6 +44,7 @@ def form_data(**overrides) -> dict:
         "install_rate": "",
         "ip_rate": "",
         "property_schema": "{}",
+        "public_min_installs": "5",
         "ingest_keys-TOTAL_FORMS": "0",
         "ingest_keys-INITIAL_FORMS": "0",
         "ingest_keys-MIN_NUM_FORMS": "0",
