@@ -22,8 +22,6 @@ import json
 import os
 import random
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
+import harness
 import psycopg
 import redis
 
@@ -81,58 +80,6 @@ def create_project(contract: str) -> dict:
         text=True,
     ).stdout
     return json.loads(out)
-
-
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise SystemExit("no free port in 18100-18199")
-
-
-def start_server(port: int, workers: int) -> subprocess.Popen:
-    cmd = [str(Path(PY).parent / "gunicorn"), "config.wsgi", "-c", "gunicorn.conf.py"]
-    cmd += ["--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
-    # A session of its own, so the server and its workers can be stopped as one group.
-    return subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=server_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
-def wait_ready(port: int, path: str, proc: subprocess.Popen, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"gunicorn exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", path)
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit("server not ready in time")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """SIGTERM the gunicorn master we started (it stops its workers); SIGKILL its group if stuck."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
 
 
 def voicemode_request(slug: str) -> tuple[str, bytes, dict, int]:
@@ -265,11 +212,11 @@ def main() -> None:
     if args.only:
         doors = {args.only: doors[args.only]}
     slugs = {name: create_project(name)["slug"] for name in doors}
-    port = free_port()
-    proc = start_server(port, args.workers)
+    port = harness.free_port(PORTS)
+    proc = harness.start(harness.gunicorn_cmd("config.wsgi", port, args.workers), env=server_env())
     results = {}
     try:
-        wait_ready(port, "/healthz", proc)
+        harness.wait_ready(port, proc, path="/healthz")
         for name, build in doors.items():
             if args.warmup:  # untimed: lets every worker open its connections first
                 drive(port, build, slugs[name], args.warmup, args.concurrency, 10)
@@ -284,7 +231,7 @@ def main() -> None:
                 flush=True,
             )
     finally:
-        stop_server(proc)
+        harness.stop(proc)
     summary = {
         "total": args.total,
         "concurrency": args.concurrency,

@@ -22,8 +22,6 @@ import json
 import os
 import random
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,12 +29,12 @@ import time
 import uuid
 from pathlib import Path
 
+import harness
 import psycopg
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-BIN = Path(PY).parent
 DB = "tm_bench_soak"
 DATABASE_URL = os.environ.get("SOAK_DATABASE_URL", f"postgres://postgres@127.0.0.1:5432/{DB}")
 REDIS_URL = os.environ.get("SOAK_REDIS_URL", "redis://127.0.0.1:6379/6")
@@ -100,69 +98,8 @@ print(TaskRun.objects.filter(task="purge", ok=True).count(),
 """
 
 
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise SystemExit("no free port in 18500-18599")
-
-
 def start(cmd: list[str], log: str) -> subprocess.Popen:
-    # A session of its own, so a stuck process group can be killed as one, by its PID.
-    return subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=env(),
-        stdout=open(DATA_DIR / log, "w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-
-
-def wait_ready(port: int, proc: subprocess.Popen, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"gunicorn exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit("server not ready in time")
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its children (the gunicorn master and workers)."""
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return round(total, 1)
+    return harness.start(cmd, env=env(), log=DATA_DIR / log)
 
 
 # --- requests --------------------------------------------------------------------------------
@@ -326,20 +263,8 @@ def main() -> int:
         )
     manage("shell", "-v", "0", "-c", SETUP.format(slug="soak-pryx", n=args.old_events))
 
-    port = free_port()
-    web = start(
-        [
-            str(BIN / "gunicorn"),
-            "config.wsgi",
-            "-c",
-            "gunicorn.conf.py",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(args.workers),
-        ],
-        "web.log",
-    )
+    port = harness.free_port(PORTS)
+    web = start(harness.gunicorn_cmd("config.wsgi", port, args.workers), "web.log")
     worker = start(
         [
             PY,
@@ -374,7 +299,7 @@ def main() -> int:
         "beat.log",
     )
     try:
-        wait_ready(port, web)
+        harness.wait_ready(port, web, path="/readyz")
         capacity = None
         if args.rate is None:
             ramp = drive(port, projects, args.ramp_seconds, args.concurrency)
@@ -389,7 +314,7 @@ def main() -> int:
         def sample() -> None:
             t0 = time.monotonic()
             while not stop_sampling.wait(2.0):
-                samples.append((time.monotonic() - t0, rss_mb(web.pid)))
+                samples.append((time.monotonic() - t0, harness.total_rss_mb(web.pid)))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -400,7 +325,7 @@ def main() -> int:
         purges, failed_runs, old_left = map(int, counts.split())
     finally:
         for proc in (beat, worker, web):
-            stop(proc)
+            harness.stop(proc, timeout=20)
 
     rows = soak.rows
     outcomes: dict[str, int] = {}
