@@ -4,14 +4,16 @@ each server setting of issue 10 (gunicorn sync 4 workers; granian WSGI 2 workers
     .venv/bin/python bench/ingest.py [--seconds 15] [--rounds 2] [--batch-seconds 10]
                                      [--connections 32] [--settings gunicorn-sync-4,granian-2x4]
 
-Each round, for each setting: the platform serves single-event POSTs from wrk on the native API,
-the VoiceMode door and the Domscribe door (their own bodies; every event a new event id, install
-id and client IP through X-Forwarded-For with TRUSTED_PROXIES=127.0.0.1/32), then 1,000-event
-native batches from 4 threads; then bench/refapp.py serves the native body, and 4 threads run a
-raw psycopg executemany INSERT ... ON CONFLICT DO NOTHING of the same batch rows into a bare
-table shaped like telemetry_event. After the rounds every run's rows are counted: stored vs
-answered 2xx. Prints one JSON summary (medians over rounds, every ratio). Loopback only; bounded
-in time; stops only the servers it started, by PID. Needs wrk (apt-get install wrk).
+Each round, for each setting, the platform and bench/refapp.py are both started; wrk drives
+single-event POSTs at the native API, the VoiceMode door and the Domscribe door (their own
+bodies; every event a new event id, install id and client IP through X-Forwarded-For with
+TRUSTED_PROXIES=127.0.0.1/32), each run followed at once by a reference run with the native
+body; then 1,000-event native batches from 4 threads, followed by 4 threads running a raw
+psycopg executemany INSERT ... ON CONFLICT DO NOTHING of the same rows into a bare table shaped
+like telemetry_event. A ratio is the median over rounds of (ours / the reference run right
+after it): on a shared machine only such adjacent pairs compare. After the rounds every run's
+rows are counted: stored vs answered 2xx. Prints one JSON summary (medians over rounds, every
+ratio). Loopback only; bounded in time; stops only the servers it started, by PID. Needs wrk.
 """
 
 import argparse
@@ -307,11 +309,15 @@ def summarise(setting: str, runs: dict[str, list[dict]], rss: list[float]) -> di
         out[f"{name}_stored"] = sum(r["stored"] for r in rows)
         out[f"{name}_sent"] = sum(r["sent"] for r in rows)
         if name != "ref":
-            out[f"ratio_{name}"] = round(median(rows, "rps") / ref_rps, 3)
+            out[f"ratio_{name}"] = round(median(rows, "paired_ratio"), 3)
+            out[f"ratio_{name}_of_medians"] = round(median(rows, "rps") / ref_rps, 3)
     ours_b, ref_b = runs["batch_ours"], runs["batch_ref"]
     out["batch_ours_events_per_s"] = round(median(ours_b, "events_per_s"))
     out["batch_ref_events_per_s"] = round(median(ref_b, "events_per_s"))
-    out["ratio_batch"] = round(median(ours_b, "events_per_s") / median(ref_b, "events_per_s"), 3)
+    out["ratio_batch"] = round(median(ours_b, "paired_ratio"), 3)
+    out["ratio_batch_of_medians"] = round(
+        median(ours_b, "events_per_s") / median(ref_b, "events_per_s"), 3
+    )
     out["batch_ours_errors"] = sum(r["errors"] for r in ours_b)
     out["batch_ref_errors"] = sum(r["errors"] for r in ref_b)
     out["batch_ours_accepted"] = sum(r["events"] for r in ours_b)
@@ -352,11 +358,27 @@ def main() -> None:
 
     for rnd in range(args.rounds):
         for setting in settings:
+            # Both apps run at once (an idle server costs nothing) so that each of our runs is
+            # followed at once by a reference run: on a shared machine, only such pairs compare.
             port = harness.free_port(PORTS)
-            proc = harness.start_server(
+            ours = harness.start_server(
                 harness.server_cmd(setting, "config.wsgi:application", port), env=env, port=port
             )
             try:
+                ref_port = harness.free_port(PORTS)
+                ref = harness.start_server(
+                    harness.server_cmd(setting, "refapp:application", ref_port),
+                    env=env,
+                    port=ref_port,
+                    path="/api/v1/events",
+                    any_status=True,  # the reference has no health route: a 405 means it is up
+                )
+            except BaseException:
+                harness.stop(ours)
+                raise
+            try:
+                if args.warmup:
+                    wrk_door(ref_port, "native", {}, *tags.new(setting, rnd, "w"), args.warmup, 8)
                 for door in DOORS:
                     p = projects[door]
                     if args.warmup:
@@ -370,43 +392,33 @@ def main() -> None:
                         args.connections,
                     )
                     r["project_id"] = p["id"]
+                    rr = wrk_door(
+                        ref_port,
+                        "native",
+                        {},
+                        *tags.new(setting, rnd, "r"),
+                        args.seconds,
+                        args.connections,
+                    )
+                    r["paired_ratio"] = r["rps"] / rr["rps"]
                     runs[setting][door].append(r)
+                    runs[setting]["ref"].append(rr)
                     print(setting, rnd, door, json.dumps(r), flush=True)
+                    print(setting, rnd, "ref", json.dumps(rr), flush=True)
                 tag, _ = tags.new(setting, rnd, "b")
                 b = batches_ours(port, projects["native"]["ingest_key"], tag, args.batch_seconds)
                 b["project_id"] = projects["native"]["id"]
-                runs[setting]["batch_ours"].append(b)
+                rss[setting].extend(harness.worker_rss_mb(ours))
                 print(setting, rnd, "batch_ours", json.dumps(b), flush=True)
-                rss[setting].extend(harness.worker_rss_mb(proc))
+                tag, _ = tags.new(setting, rnd, "c")
+                bb = batches_ref(tag, args.batch_seconds)
+                b["paired_ratio"] = b["events_per_s"] / bb["events_per_s"]
+                runs[setting]["batch_ours"].append(b)
+                runs[setting]["batch_ref"].append(bb)
+                print(setting, rnd, "batch_ref", json.dumps(bb), flush=True)
             finally:
-                harness.stop(proc)
-
-            proc = harness.start_server(
-                harness.server_cmd(setting, "refapp:application", port),
-                env=env,
-                port=port,
-                path="/api/v1/events",
-                any_status=True,  # the reference has no health route: a 405 means it is up
-            )
-            try:
-                if args.warmup:
-                    wrk_door(port, "native", {}, *tags.new(setting, rnd, "w"), args.warmup, 8)
-                r = wrk_door(
-                    port,
-                    "native",
-                    {},
-                    *tags.new(setting, rnd, "r"),
-                    args.seconds,
-                    args.connections,
-                )
-                runs[setting]["ref"].append(r)
-                print(setting, rnd, "ref", json.dumps(r), flush=True)
-            finally:
-                harness.stop(proc)
-            tag, _ = tags.new(setting, rnd, "c")
-            b = batches_ref(tag, args.batch_seconds)
-            runs[setting]["batch_ref"].append(b)
-            print(setting, rnd, "batch_ref", json.dumps(b), flush=True)
+                harness.stop(ref)
+                harness.stop(ours)
 
     # Every event answered 2xx must be stored: count each run's rows by its id prefix.
     for setting in settings:
