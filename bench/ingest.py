@@ -36,7 +36,9 @@ import redis
 
 ROOT = harness.ROOT
 PY = harness.PY
-OURS_DB, REF_DB = "tm_bench_ingest", "tm_bench_ref"
+# Names of their own: the earlier bench/ingest.py dropped and recreated tm_bench_ingest and
+# tm_bench_ref, and a copy of it run from another checkout must not do that under this one.
+OURS_DB, REF_DB = "tm_bench_ev2_ingest", "tm_bench_ev2_ref"
 PG = "postgresql://postgres@127.0.0.1:5432"
 OURS_REDIS, REF_REDIS = "redis://127.0.0.1:6379/8", "redis://127.0.0.1:6379/7"
 PORTS = range(18001, 18100)
@@ -187,7 +189,7 @@ def batch_events(tag: str, tid: int, n: int) -> list[dict]:
 
 def _senders(seconds: float, loop) -> dict:
     """Run `loop(tid, deadline, totals)` on BATCH_SENDERS threads; bounded by count and time."""
-    totals = {"events": 0, "batches": 0, "errors": 0}
+    totals: dict = {"events": 0, "batches": 0, "errors": 0, "outcomes": {}}
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
     started = time.monotonic()
@@ -223,15 +225,19 @@ def batches_ours(port: int, key: str, tag: str, seconds: float) -> dict:
                 conn.request("POST", "/api/v1/events", body=body, headers=headers)
                 response = conn.getresponse()
                 reply = response.read()
+                outcome = str(response.status)
                 ok = 200 <= response.status < 300
                 accepted = json.loads(reply)["accepted"] if ok else 0
-            except (OSError, http.client.HTTPException, ValueError, KeyError):
+            except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
                 conn.close()
-                ok, accepted = False, 0
+                outcome, ok, accepted, reply = type(exc).__name__, False, 0, b""
             with lock:
                 totals["batches"] += 1
                 totals["events"] += accepted
                 totals["errors"] += 0 if ok else 1
+                totals["outcomes"][outcome] = totals["outcomes"].get(outcome, 0) + 1
+                if not ok and "first_error" not in totals:
+                    totals["first_error"] = reply[:300].decode(errors="replace")
         conn.close()
 
     result = _senders(seconds, loop)
@@ -269,8 +275,9 @@ def batches_ref(tag: str, seconds: float) -> dict:
                     with conn.transaction(), conn.cursor() as cur:
                         cur.executemany(REF_BATCH_INSERT, rows)
                     ok = True
-                except psycopg.Error:
+                except psycopg.Error as exc:
                     ok = False
+                    totals.setdefault("first_error", str(exc)[:300])
                 with lock:
                     totals["batches"] += 1
                     totals["events"] += len(rows) if ok else 0
@@ -292,7 +299,8 @@ def count_prefix(db: str, table: str, prefix: str, project_id: int | None = None
 
 
 def median(rows: list[dict], field: str) -> float:
-    return statistics.median(r[field] for r in rows) if rows else float("nan")
+    values = [r[field] for r in rows if r.get(field) is not None]
+    return statistics.median(values) if values else float("nan")
 
 
 def summarise(setting: str, runs: dict[str, list[dict]], rss: list[float]) -> dict:
@@ -400,7 +408,7 @@ def main() -> None:
                         args.seconds,
                         args.connections,
                     )
-                    r["paired_ratio"] = r["rps"] / rr["rps"]
+                    r["paired_ratio"] = r["rps"] / rr["rps"] if rr["rps"] else None
                     runs[setting][door].append(r)
                     runs[setting]["ref"].append(rr)
                     print(setting, rnd, door, json.dumps(r), flush=True)
@@ -412,7 +420,9 @@ def main() -> None:
                 print(setting, rnd, "batch_ours", json.dumps(b), flush=True)
                 tag, _ = tags.new(setting, rnd, "c")
                 bb = batches_ref(tag, args.batch_seconds)
-                b["paired_ratio"] = b["events_per_s"] / bb["events_per_s"]
+                b["paired_ratio"] = (
+                    b["events_per_s"] / bb["events_per_s"] if bb["events_per_s"] else None
+                )
                 runs[setting]["batch_ours"].append(b)
                 runs[setting]["batch_ref"].append(bb)
                 print(setting, rnd, "batch_ref", json.dumps(bb), flush=True)

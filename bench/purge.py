@@ -15,7 +15,7 @@ during the purge, plus --cycles purge cycles (refill the expired days, purge, VA
     .venv/bin/python bench/purge.py --scenario B             # B, 10M events (about an hour)
     .venv/bin/python bench/purge.py --scenario B --events 100000   # a short check of B
 
-Uses a fresh database (DATABASE_URL, default tm_bench_purge) and Redis db 7, both its own.
+Uses a fresh database (DATABASE_URL, default tm_bench_ev2_purge) and Redis db 7, both its own.
 Works on a plain or a time-partitioned telemetry_event: rows go in by COPY through the parent
 table, after `telemetry.services.partitions.ensure_partitions(start=, end=)` when that exists.
 """
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tm_bench_purge")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tm_bench_ev2_purge")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/7")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.setdefault("DATA_DIR", "/tmp/tm-bench-purge")
@@ -379,7 +379,9 @@ def main() -> None:
 
     url = os.environ["DATABASE_URL"]
     if not url.startswith("postgres"):
-        sys.exit("bench/purge.py measures PostgreSQL: set DATABASE_URL=postgres://…/tm_bench_purge")
+        sys.exit(
+            "bench/purge.py measures PostgreSQL: set DATABASE_URL=postgres://…/tm_bench_ev2_purge"
+        )
     reset_database(url)
     import django
 
