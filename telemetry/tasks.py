@@ -21,3 +21,8 @@ def rotate_salts() -> int:
 @shared_task(name="telemetry.tasks.refresh_aggregates")
 def refresh_aggregates() -> int:
     return run_job("refresh_aggregates").rows
+
+
+@shared_task(name="telemetry.tasks.refresh_cohorts")
+def refresh_cohorts() -> int:
+    return run_job("refresh_cohorts").rows

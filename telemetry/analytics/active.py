@@ -7,9 +7,9 @@ remaining activity row, the anonymous DailySummary/CohortSummary snapshots stand
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db import connection
 from django.db.models import Min, Sum
 
+from telemetry.analytics import db
 from telemetry.analytics.periods import (
     DAY,
     MONTH,
@@ -57,7 +57,7 @@ class Rolling:
 
 
 def _rows(sql: str, params: list) -> list[tuple]:
-    with connection.cursor() as cursor:
+    with db.connection().cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 

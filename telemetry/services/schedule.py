@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from telemetry.models import TaskRun
-from telemetry.services import aggregates, purge, salts
+from telemetry.services import aggregates, cohorts, purge, salts
 from telemetry.services.locks import LockBusy
 
 
@@ -54,6 +54,11 @@ def _refresh(now: dt.datetime) -> JobResult:
     return JobResult(sum(written.values()), written)
 
 
+def _refresh_cohorts(now: dt.datetime) -> JobResult:
+    done = cohorts.refresh_stale(now=now)
+    return JobResult(sum(r.cells for r in done), {r.project: r.cells for r in done})
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -86,6 +91,13 @@ JOBS = {
             _refresh,
             {"minute": "30", "hour": "0"},
             "Rewrite daily summaries and weekly cohorts for closed days.",
+        ),
+        Job(
+            "refresh_cohorts",
+            "telemetry.tasks.refresh_cohorts",
+            _refresh_cohorts,
+            {"minute": "*", "hour": "*"},
+            "Recount the retention grid's cells of projects with new events since the last run.",
         ),
     ]
 }
