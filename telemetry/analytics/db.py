@@ -127,15 +127,6 @@ def _deadline(name: str, seconds: float) -> Iterator[None]:
     """Cancel any statement on `name` that would end past now + `seconds`."""
     conn = connections[name]
     deadline = time.monotonic() + seconds
-    if conn.vendor == "sqlite":
-        conn.ensure_connection()
-        raw = conn.connection
-        raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
-        try:
-            yield
-        finally:
-            raw.set_progress_handler(None, 0)
-        return
     granted = [None]  # the statement_timeout (ms) last set in this transaction
 
     def wrapper(execute, sql, params, many, context):
@@ -149,7 +140,17 @@ def _deadline(name: str, seconds: float) -> Iterator[None]:
         return execute(sql, params, many, context)
 
     with conn.execute_wrapper(wrapper):
-        yield
+        if conn.vendor != "sqlite":
+            yield
+            return
+        # SQLite has no statement timeout: its VM asks this handler every 10,000 steps.
+        conn.ensure_connection()
+        raw = conn.connection
+        raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        try:
+            yield
+        finally:
+            raw.set_progress_handler(None, 0)
 
 
 @contextlib.contextmanager

@@ -15,15 +15,21 @@ ERROR_SQL = (
 
 
 def create_error_index(apps, schema_editor):
+    # The explorer pages newest first and breakdowns read a time range, both per project.
+    schema_editor.execute(
+        "CREATE INDEX IF NOT EXISTS event_project_ts ON telemetry_event (project_id, timestamp)"
+    )
     if schema_editor.connection.vendor != "postgresql":
         return  # SQLite scans the (small, embedded) range instead
     schema_editor.execute(
         "CREATE INDEX IF NOT EXISTS event_errors_project_ts"
-        f" ON telemetry_event (project_id, timestamp) WHERE {ERROR_SQL}"
+        f" ON telemetry_event (project_id, timestamp) WHERE {ERROR_SQL}",
+        params=None,  # the predicate's '%' is SQL, not a placeholder
     )
 
 
 def drop_error_index(apps, schema_editor):
+    schema_editor.execute("DROP INDEX IF EXISTS event_project_ts")
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute("DROP INDEX IF EXISTS event_errors_project_ts")
 
