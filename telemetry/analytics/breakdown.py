@@ -220,10 +220,20 @@ def breakdown(
     if m.kind in ("p50", "p95") and pg:
         q = 0.5 if m.kind == "p50" else 0.95
         pct = f", percentile_cont({q}) WITHIN GROUP (ORDER BY m)"
-    sql = (
-        "SELECT p, k, SUM(w), COUNT(*), COUNT(DISTINCT NULLIF(i, '')), SUM(m), COUNT(m)"
-        f"{pct} FROM ({union}) x GROUP BY p, k"
-    )
+    if pct:
+        sql = (
+            "SELECT p, k, SUM(w), COUNT(*), COUNT(DISTINCT NULLIF(i, '')), SUM(m), COUNT(m)"
+            f"{pct} FROM ({union}) x GROUP BY p, k"
+        )
+    else:
+        # Group by install first, then count the groups: a hash aggregate instead of sorting
+        # every event for COUNT(DISTINCT) (2.5 s -> 0.9 s for 1.1M events, bench/RESULTS.md).
+        sql = (
+            "SELECT p, k, SUM(sw), CAST(SUM(n) AS BIGINT), COUNT(NULLIF(i, '')), SUM(sm),"
+            " CAST(SUM(cm) AS BIGINT) FROM ("
+            "SELECT p, k, i, SUM(w) AS sw, COUNT(*) AS n, SUM(m) AS sm, COUNT(m) AS cm"
+            f" FROM ({union}) x GROUP BY p, k, i) y GROUP BY p, k"
+        )
     with db.connection().cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
