@@ -234,7 +234,7 @@ def seed_demo(
             writer.flush()
             rebuild_period_activity(project=project)
     # A freshly loaded table has no statistics: plan the first page on real numbers.
-    analyze(ANALYTICS_TABLES)
+    analyze(ANALYTICS_TABLES, vacuum=True)
     refresh_cohorts(project=project, now=now)
     return Seeded(installs=installs, events=total, activity_rows=rows_activity, days=days)
 

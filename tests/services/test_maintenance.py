@@ -34,3 +34,18 @@ def test_seed_demo_leaves_every_table_it_loaded_analyzed():
 def test_analyze_skips_tables_that_do_not_exist():
     assert analyze(["telemetry_event", "telemetry_no_such_table"]) == ["telemetry_event"]
     assert set(analyze()) == set(ANALYTICS_TABLES)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_seed_demo_also_vacuums_what_it_loaded():
+    project = make_project().project
+    seed_demo(project=project, installs=30, events=600, days=10, seed=6, now=timezone.now())
+    if connection.vendor != "postgresql":
+        assert _has_statistics("telemetry_event")
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, relallvisible FROM pg_class WHERE relname IN"
+            " ('telemetry_periodactivity', 'telemetry_dailyactivity')"
+        )
+        assert all(visible > 0 for _, visible in cursor.fetchall())
