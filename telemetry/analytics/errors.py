@@ -79,15 +79,56 @@ class ErrorGroup:
         return len(self.installs)
 
 
+# The only properties a fingerprint reads (fingerprint_parts): grouped in SQL as one JSON array,
+# so Python sees one row per distinct combination instead of one per event.
+FINGERPRINT_KEYS = (
+    "event_type",
+    "error_name",
+    "type",
+    "error_code",
+    "level",
+    "message",
+    "error_message",
+    "error",
+    "stack",
+)
+
+
+def _fingerprint_sql(vendor: str) -> str:
+    if vendor == "postgresql":
+        return (
+            "jsonb_build_array(" + ", ".join(f"properties -> '{k}'" for k in FINGERPRINT_KEYS) + ")"
+        )
+    # SQLite's json_extract with several paths answers a JSON array of their values.
+    return "json_extract(properties, " + ", ".join(f"'$.{k}'" for k in FINGERPRINT_KEYS) + ")"
+
+
+def _json(value):
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
 def error_groups(*, project: Project, start: dt.date, end: dt.date) -> tuple[list, bool]:
     """Groups of error-like events timestamped in [start, end], most frequent first, and whether
-    the scan stopped at SCAN_LIMIT events."""
+    the scan stopped at SCAN_LIMIT events.
+
+    The database groups the newest SCAN_LIMIT error events by name and fingerprint fields, with
+    counts, first/last seen and the distinct installs; Python folds those rows into fingerprints
+    and fetches one sample (the newest event) per group.
+    """
     conn = db.connection()
+    pg = conn.vendor == "postgresql"
+    predicate = error_sql(conn.vendor).replace("%", "%%")
+    where = f"project_id = %s AND timestamp >= %s AND timestamp < %s AND {predicate}"
+    installs = (
+        "array_agg(DISTINCT NULLIF(install_id, ''))"
+        if pg
+        else "json_group_array(DISTINCT NULLIF(install_id, ''))"
+    )
     sql = (
-        "SELECT name, properties, install_id, timestamp, app_version, os FROM telemetry_event"
-        " WHERE project_id = %s AND timestamp >= %s AND timestamp < %s AND "
-        + error_sql(conn.vendor).replace("%", "%%")
-        + f" ORDER BY timestamp DESC LIMIT {SCAN_LIMIT}"
+        f"SELECT name, f, COUNT(*), MIN(timestamp), MAX(timestamp), {installs} FROM ("
+        f"SELECT name, {_fingerprint_sql(conn.vendor)} AS f, install_id, timestamp"
+        f" FROM telemetry_event WHERE {where} ORDER BY timestamp DESC LIMIT {SCAN_LIMIT}"
+        ") e GROUP BY name, f"
     )
     params = [
         project.pk,
@@ -98,26 +139,38 @@ def error_groups(*, project: Project, start: dt.date, end: dt.date) -> tuple[lis
     n = 0
     with conn.cursor() as cursor:
         cursor.execute(sql, params)
-        while batch := cursor.fetchmany(2000):
-            for name, props, install, ts, version, os_name in batch:
-                n += 1
-                props = json.loads(props) if isinstance(props, str | bytes) else props
-                props = props if isinstance(props, dict) else {}
-                ts = _aware(ts)
-                kind, message, line = fingerprint_parts(name, props)
-                key = hashlib.sha256(f"{kind}\0{message}\0{line}".encode()).hexdigest()[:12]
-                g = groups.get(key)
-                if g is None:
-                    g = groups[key] = ErrorGroup(key, kind, message, line, last_seen=ts)
-                    g.sample = {
-                        "name": name,
-                        "app_version": version,
-                        "os": os_name,
-                        "properties": props,
-                    }
-                g.count += 1
-                g.first_seen = ts
-                if install:
-                    g.installs.add(install)
+        rows = cursor.fetchall()
+    for name, fields, count, first, last, ids in rows:
+        values = _json(fields) or [None] * len(FINGERPRINT_KEYS)
+        props = {k: v for k, v in zip(FINGERPRINT_KEYS, values, strict=True) if v is not None}
+        kind, message, line = fingerprint_parts(name, props)
+        key = hashlib.sha256(f"{kind}\0{message}\0{line}".encode()).hexdigest()[:12]
+        first, last = _aware(first), _aware(last)
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = ErrorGroup(key, kind, message, line, first_seen=first, last_seen=last)
+        g.count += count
+        g.first_seen = min(g.first_seen, first)
+        g.last_seen = max(g.last_seen, last)
+        g.installs.update(i for i in _json(ids) or () if i)
+        n += count
+    for g in groups.values():
+        g.sample = _sample(conn, project, g, predicate)
     ordered = sorted(groups.values(), key=lambda g: (-g.count, g.kind))
     return ordered, n >= SCAN_LIMIT
+
+
+def _sample(conn, project: Project, group: ErrorGroup, predicate: str) -> dict:
+    """The group's newest event, found through the partial index by its timestamp."""
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT name, properties, app_version, os FROM telemetry_event"
+            f" WHERE project_id = %s AND timestamp = %s AND {predicate}",
+            [project.pk, db_datetime(group.last_seen)],
+        )
+        for name, props, version, os_name in cursor.fetchall():
+            props = _json(props)
+            props = props if isinstance(props, dict) else {}
+            if fingerprint_parts(name, props) == (group.kind, group.message, group.stack_line):
+                return {"name": name, "app_version": version, "os": os_name, "properties": props}
+    return {}
