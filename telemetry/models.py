@@ -326,3 +326,48 @@ class TaskRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task} at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class CohortActivity(models.Model):
+    """One retention cell: installs of a cohort (the ISO week or UTC day of their first event)
+    active in a later week or day. Rebuilt set-based from Install + PeriodActivity/DailyActivity
+    by telemetry.services.cohorts, so the retention grid reads O(cells) rows."""
+
+    WEEK = "w"
+    DAY = "d"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    period = models.CharField(max_length=1, choices=[(WEEK, "ISO week"), (DAY, "UTC day")])
+    cohort = models.DateField(help_text="First day of the cohort's week or day.")
+    start = models.DateField(help_text="First day of the week or day it was active in.")
+    installs = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "cohort activity"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "period", "cohort", "start"], name="cohort_unique_cell"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.period}{self.cohort} active {self.start}: {self.installs}"
+
+
+class RollupState(models.Model):
+    """When a derived rollup of a project was last rebuilt, and from what: the fingerprint of
+    the rollups it was computed from, so readers can tell whether it is still exact."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=32)
+    fingerprint = models.CharField(max_length=128)
+    as_of = models.DateField(help_text="The UTC day the rebuild's periods were counted up to.")
+    refreshed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="rollupstate_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} of {self.project_id} at {self.refreshed_at:%Y-%m-%d %H:%M:%S}"

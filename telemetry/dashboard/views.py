@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.decorators import method_decorator
 
 from telemetry import reveal
-from telemetry.analytics import active, breakdown, errors, events, public, retention
+from telemetry.analytics import active, breakdown, db, errors, events, public, retention
 from telemetry.analytics.access import (
     may_rotate_keys,
     project_for,
@@ -63,6 +63,28 @@ FIRST_EVENT = {
 def not_found(request) -> HttpResponse:
     # Rendered, not raised: the project-wide middleware turns raised exceptions into 503s.
     return render(request, "dashboard/not_found.html", status=404)
+
+
+def analytics_page(view):
+    """Run the view's reads on the analytics database (replica or primary) under the request's
+    deadline; past it, a readable 503 page that offers the last 7 days instead of a dead worker."""
+
+    @functools.wraps(view)
+    def wrapped(request, *args, **kwargs):
+        try:
+            return db.run(view, request, *args, **kwargs)
+        except db.AnalyticsTimeout:
+            end = today(timezone.now())
+            shorter = f"{request.path}?start={end - dt.timedelta(days=6)}&end={end}"
+            ctx = {
+                "seconds": f"{settings.TELEMETRY_ANALYTICS_TIMEOUT_SECONDS:g}",
+                "shorter": shorter,
+            }
+            response = render(request, "dashboard/too_slow.html", ctx, status=503)
+            response["Retry-After"] = str(settings.TELEMETRY_RETRY_AFTER_SECONDS)
+            return response
+
+    return wrapped
 
 
 def project_view(view):
@@ -124,6 +146,7 @@ def index(request):
 
 @login_required
 @with_csp
+@analytics_page
 @project_view
 def overview(request, project: Project):
     ctx = _context(request, project, RangeForm(request.GET or None))
@@ -210,6 +233,7 @@ def overview(request, project: Project):
 
 @login_required
 @with_csp
+@analytics_page
 @project_view
 def retention_page(request, project: Project):
     ctx = _context(request, project, RangeForm(None))
@@ -234,6 +258,7 @@ def retention_page(request, project: Project):
 
 @login_required
 @with_csp
+@analytics_page
 @project_view
 def breakdown_page(request, project: Project):
     form = BreakdownForm(request.GET or None, initial={"property": "name"})
@@ -254,6 +279,13 @@ def breakdown_page(request, project: Project):
         else:
             ctx["result"] = result
             ctx["chart"] = _breakdown_chart(result)
+    elif not form.is_bound:
+        # Never an empty page: events by name over the range, from the daily counts.
+        ctx["result"] = breakdown.events_by_name(
+            project=project, start=ctx["start"], end=ctx["end"]
+        )
+        ctx["chart"] = _breakdown_chart(ctx["result"])
+        ctx["default_answer"] = True
     return render(request, "dashboard/breakdown.html", ctx)
 
 
@@ -298,6 +330,7 @@ def _presets(project: Project) -> list[dict]:
 
 @login_required
 @with_csp
+@analytics_page
 @project_view
 def errors_page(request, project: Project):
     ctx = _context(request, project, RangeForm(request.GET or None), default_days=7)
@@ -320,6 +353,7 @@ def _event_filter(form: EventFilterForm, ctx: dict) -> events.EventFilter:
 
 @login_required
 @with_csp
+@analytics_page
 @project_view
 def events_page(request, project: Project):
     form = EventFilterForm(request.GET or None)
@@ -417,6 +451,7 @@ def revoke_key(request, project: Project, key_id: int) -> None:
 
 
 @with_csp
+@analytics_page
 def public_page(request, slug: str):
     project = public_project(slug=slug)
     if project is None:
