@@ -9,7 +9,8 @@ ratio), and the dashboard overview page's server time (Django test client, no ne
                               [--database-url postgres://postgres@127.0.0.1:5432/tm_bench_analytics]
                               [--reseed]
 
-Targets: API ≤ 100 ms each, ≥ 30x faster than raw SQL, dashboard page ≤ 300 ms.
+Also times every dashboard page and the admin's Events list. Targets: API ≤ 100 ms each,
+≥ 30x faster than raw SQL, every page ≤ 300 ms.
 """
 
 import argparse
@@ -126,10 +127,7 @@ def main() -> int:
                 progress=bar.update,
             )
         print(f"seeded in {time.perf_counter() - t0:.1f} s")
-    # What autovacuum does after a bulk load: statistics, and the visibility map that lets the
-    # rollup counts run as index-only scans.
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")
+    # No manual VACUUM/ANALYZE: seed_demo leaves its tables analyzed (issue 11).
     events = Event.objects.filter(project=project).count()
     token = set_operator_token(project)
     client = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
@@ -174,9 +172,14 @@ def main() -> int:
     page_client = Client()
     page_client.force_login(admin)
 
-    def dashboard():
-        r = page_client.get(f"/dashboard/{SLUG}/")
-        assert r.status_code == 200
+    def page(url):
+        def run():
+            r = page_client.get(url)
+            assert r.status_code == 200, (url, r.status_code)
+
+        return run
+
+    dashboard = page(f"/dashboard/{SLUG}/")
 
     raw_runs = max(1, min(args.runs, 3))
     results = {
@@ -186,13 +189,22 @@ def main() -> int:
         "raw SQL: 12x12 weekly retention": median_ms(raw(RAW_RETENTION), raw_runs),
         "dashboard overview page": median_ms(dashboard, args.runs),
     }
+    for name, url in [
+        ("retention page", f"/dashboard/{SLUG}/retention/"),
+        ("breakdown page (default)", f"/dashboard/{SLUG}/breakdown/"),
+        ("errors page", f"/dashboard/{SLUG}/errors/"),
+        ("events explorer page", f"/dashboard/{SLUG}/events/"),
+        ("admin Events list", "/admin/telemetry/event/"),
+    ]:
+        results[name] = median_ms(page(url), args.runs)
     print(f"\nproject {SLUG}: {events:,} events, {args.installs:,} installs, {args.days} days")
     for name, ms in results.items():
         print(f"  {name:<40} {ms:9.1f} ms")
     names = list(results)
     print(f"  ratio overview  raw/API: {results[names[2]] / results[names[0]]:.1f}x (target ≥ 30x)")
     print(f"  ratio retention raw/API: {results[names[3]] / results[names[1]]:.1f}x (target ≥ 30x)")
-    ok = results[names[0]] <= 100 and results[names[1]] <= 100 and results[names[4]] <= 300
+    ok = results[names[0]] <= 100 and results[names[1]] <= 100
+    ok = ok and all(results[n] <= 300 for n in names[4:])
     print("  targets (API ≤ 100 ms, page ≤ 300 ms):", "met" if ok else "NOT met")
     return 0
 

@@ -29,7 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
-import launch  # bench/launch.py
+import harness
 import psycopg
 import redis
 
@@ -212,11 +212,11 @@ def main() -> None:
     if args.only:
         doors = {args.only: doors[args.only]}
     slugs = {name: create_project(name)["slug"] for name in doors}
-    port = launch.free_port(PORTS)
-    proc = launch.gunicorn("config.wsgi", port=port, workers=args.workers, env=server_env())
+    port = harness.free_port(PORTS)
+    proc = harness.start(harness.gunicorn_cmd("config.wsgi", port, args.workers), env=server_env())
     results = {}
     try:
-        launch.wait_ready(port, proc)
+        harness.wait_ready(port, proc, path="/healthz")
         for name, build in doors.items():
             if args.warmup:  # untimed: lets every worker open its connections first
                 drive(port, build, slugs[name], args.warmup, args.concurrency, 10)
@@ -231,7 +231,7 @@ def main() -> None:
                 flush=True,
             )
     finally:
-        launch.stop(proc, timeout=15)
+        harness.stop(proc)
     summary = {
         "total": args.total,
         "concurrency": args.concurrency,

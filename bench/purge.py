@@ -1,16 +1,28 @@
-"""Purge benchmark on PostgreSQL: ingest p99 with and without a concurrent purge, and table
-size after purge + VACUUM over repeated cycles.
+"""Purge benchmark on PostgreSQL + Redis: `manage.py purge_events` wall time and exactness after a
+retention cut, ingest p99 during the purge, and total size over repeated purge cycles.
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/tm_bench_purge \
-        .venv/bin/python bench/purge.py --events 300000
+Scenario A (default, 1M events): one project, retention 180 days, --events spread over 180 days
+(none on the three days around the 90-day line, so a purge by day and a purge by instant must
+agree); retention lowered to 90; `manage.py purge_events --project …` timed as a subprocess,
+whole command; events counted by UTC day before and after: no expired event may be left, no
+younger one lost. Size (all partitions included) before the purge and after it + VACUUM.
 
-Loads N events spread over 120 days (COPY, with matching rollups), purges the oldest 30 days
-(retention 90) while a second process ingests single events through the real pipeline, then
-reloads and purges the old days twice more, measuring pg_total_relation_size after VACUUM.
+Scenario B (--scenario B, 10M events by default): A, plus ingest p99 through the real HTTP
+front door (gunicorn, a second process sending single native events with event ids) without and
+during the purge, plus --cycles purge cycles (refill the expired days, purge, VACUUM, size).
+
+    .venv/bin/python bench/purge.py                          # A, 1M events
+    .venv/bin/python bench/purge.py --scenario B             # B, 10M events (about an hour)
+    .venv/bin/python bench/purge.py --scenario B --events 100000   # a short check of B
+
+Uses a fresh database (DATABASE_URL, default tm_bench_ev2_purge) and Redis db 7, both its own.
+Works on a plain or a time-partitioned telemetry_event: rows go in by COPY through the parent
+table, after `telemetry.services.partitions.ensure_partitions(start=, end=)` when that exists.
 """
 
 import argparse
 import datetime as dt
+import http.client
 import json
 import os
 import random
@@ -19,36 +31,75 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tm_bench_ev2_purge")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/7")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.setdefault("DATA_DIR", "/tmp/tm-bench-purge")
 os.environ.setdefault("SECRET_KEY", "bench-only")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
+os.environ.setdefault("TRUSTED_PROXIES", "127.0.0.1/32")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+import harness  # noqa: E402 (bench/harness.py, after the environment it passes on)
 
 SLUG = "bench-purge"
-NOW = dt.datetime(2025, 6, 15, 12, 0, tzinfo=dt.UTC)
+LIVE_SLUG = "bench-purge-live"  # the concurrent ingest writes here, so day counts stay exact
 NAMES = ["app.start", "app.stop", "cmd.run", "app.crash"]
-TABLES = ["telemetry_event", "telemetry_dailyactivity", "telemetry_install"]
+SPAN_DAYS = 180
+OLD_RETENTION, NEW_RETENTION = 180, 90
+# Days ago left empty around the new retention line: whether a purge cuts at the start of the
+# cutoff day or at the exact instant, the expired set is then the same.
+GAP = {NEW_RETENTION - 1, NEW_RETENTION, NEW_RETENTION + 1}
+EVENT_COLUMNS = [
+    "project_id",
+    "event_id",
+    "install_id",
+    "name",
+    "timestamp",
+    "received_at",
+    "session_id",
+    "app_version",
+    "os",
+    "properties",
+    "ip_hash",
+]
+SIZE_TABLES = ["telemetry_event", "telemetry_dailyactivity", "telemetry_install"]
+PORTS = range(18300, 18400)
 
 
-def ensure_database(url: str) -> None:
+def reset_database(url: str) -> None:
     import psycopg
 
-    parsed = urlparse(url)
-    name = parsed.path.lstrip("/")
+    name = url.rsplit("/", 1)[1]
+    if not name.startswith("tm_bench_"):
+        sys.exit(f"bench/purge.py drops and recreates its database: {name!r} is not tm_bench_*")
     admin = url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
+    with psycopg.connect(admin.replace("postgres://", "postgresql://"), autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        c.execute(f'CREATE DATABASE "{name}"')
+    import redis
+
+    redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()  # db 7 is this benchmark's own
 
 
-def setup_django():
-    import django
-
-    django.setup()
+def ensure_partitions(start: dt.datetime, end: dt.datetime) -> str:
+    """Create the event partitions for [start, end) when the code has partitions; else no-op."""
+    try:
+        from telemetry.services import partitions
+    except ImportError:
+        return "no partitions module"
+    if not hasattr(partitions, "ensure_partitions"):
+        return "no ensure_partitions"
+    try:
+        partitions.ensure_partitions(start=start, end=end)
+    except TypeError:  # a signature taking days
+        partitions.ensure_partitions(start=start.date(), end=end.date())
+    return "ensured"
 
 
 def copy_rows(cursor, table: str, columns: list[str], rows) -> None:
@@ -57,22 +108,29 @@ def copy_rows(cursor, table: str, columns: list[str], rows) -> None:
             copy.write_row(row)
 
 
-def load(project, *, events: int, first_day: int, last_day: int, tag: str, counts: bool) -> None:
-    """COPY `events` events received between first_day and last_day days before NOW, plus the
-    rollups the pipeline would have written for them (fresh install ids per tag)."""
+def random_times(rng: random.Random, n: int, now: dt.datetime, days: list[int]):
+    """n timestamps, each on a random one of `days` (days before now's UTC day), never future."""
+    today = dt.datetime.combine(now.date(), dt.time.min, tzinfo=dt.UTC)
+    today_seconds = max(1.0, (now - today).total_seconds() - 60)
+    for _ in range(n):
+        ago = rng.choice(days)
+        second = rng.uniform(0, today_seconds if ago == 0 else 86_399.0)
+        yield today - dt.timedelta(days=ago) + dt.timedelta(seconds=second)
+
+
+def load(project, *, events: int, days: list[int], now: dt.datetime, tag: str) -> None:
+    """COPY `events` events on the given days-ago, plus the rollups the pipeline would have
+    written for them (fresh install ids per tag), then ANALYZE the touched tables."""
     from django.db import connection, transaction
 
     rng = random.Random(tag)
-    installs_n = max(10, events // 50)
-    install_ids = [f"{tag}_{i:08d}" for i in range(installs_n)]
+    install_ids = [f"{tag}_{i:08d}" for i in range(max(10, events // 50))]
     activity: dict[tuple[str, dt.date], int] = {}
     seen: dict[str, list] = {}
     daily: dict[tuple[dt.date, str], int] = {}
 
     def event_rows():
-        for _ in range(events):
-            ago = rng.uniform(first_day, last_day)
-            ts = NOW - dt.timedelta(days=ago)
+        for ts in random_times(rng, events, now, days):
             inst = rng.choice(install_ids)
             name = rng.choice(NAMES)
             day = ts.date()
@@ -82,26 +140,13 @@ def load(project, *, events: int, first_day: int, last_day: int, tag: str, count
             s[0], s[1], s[2] = min(s[0], ts), max(s[1], ts), s[2] + 1
             yield (project.pk, None, inst, name, ts, ts, "", "1.0", "linux", "{}", "")
 
+    oldest = dt.datetime.combine(now.date(), dt.time.min, tzinfo=dt.UTC) - dt.timedelta(
+        days=max(days) + 1
+    )
+    ensure_partitions(oldest, now + dt.timedelta(days=2))
     with transaction.atomic(), connection.cursor() as cursor:
         raw = cursor.cursor
-        copy_rows(
-            raw,
-            "telemetry_event",
-            [
-                "project_id",
-                "event_id",
-                "install_id",
-                "name",
-                "timestamp",
-                "received_at",
-                "session_id",
-                "app_version",
-                "os",
-                "properties",
-                "ip_hash",
-            ],
-            event_rows(),
-        )
+        copy_rows(raw, "telemetry_event", EVENT_COLUMNS, event_rows())
         copy_rows(
             raw,
             "telemetry_dailyactivity",
@@ -123,73 +168,182 @@ def load(project, *, events: int, first_day: int, last_day: int, tag: str, count
             ],
             ((project.pk, i, a, b, "1.0", "1.0", "linux", n) for i, (a, b, n) in seen.items()),
         )
-        if counts:
-            copy_rows(
-                raw,
-                "telemetry_dailycount",
-                ["project_id", "day", "name", "events"],
-                ((project.pk, d, name, n) for (d, name), n in daily.items()),
-            )
+        # Refills land on days whose counts exist already; the aggregates add up.
+        raw.execute(
+            "CREATE TEMP TABLE bench_counts (day date, name text, events bigint) ON COMMIT DROP"
+        )
+        copy_rows(
+            raw,
+            "bench_counts",
+            ["day", "name", "events"],
+            ((d, nm, n) for (d, nm), n in daily.items()),
+        )
+        raw.execute(
+            "INSERT INTO telemetry_dailycount (project_id, day, name, events)"
+            " SELECT %s, day, name, events FROM bench_counts"
+            " ON CONFLICT (project_id, day, name)"
+            " DO UPDATE SET events = telemetry_dailycount.events + EXCLUDED.events",
+            [project.pk],
+        )
+    analyze()
 
 
-def sizes() -> dict[str, int]:
+def analyze() -> None:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        out = {}
-        for table in TABLES:
-            cursor.execute("SELECT pg_total_relation_size(%s)", [table])
-            out[table] = cursor.fetchone()[0]
-        return out
+        for table in [*SIZE_TABLES, "telemetry_dailycount"]:
+            cursor.execute(f"ANALYZE {table}")
 
 
 def vacuum() -> None:
     from django.db import connection
 
-    with connection.cursor() as cursor:
-        for table in TABLES:
+    with connection.cursor() as cursor:  # on a partitioned table, VACUUM covers every partition
+        for table in SIZE_TABLES:
             cursor.execute(f"VACUUM (ANALYZE) {table}")
 
 
-def ingest_role(stop_file: str, out_file: str) -> None:
-    """Ingest one event at a time through the real pipeline until stop_file appears."""
-    setup_django()
-    from django.utils import timezone
+def sizes() -> dict[str, int]:
+    """pg_total_relation_size summed over each table's partition tree (itself if plain)."""
+    from django.db import connection
 
-    from telemetry.ingest.pipeline import ingest
-    from telemetry.ingest.schema import IncomingEvent
-    from telemetry.models import Project
+    with connection.cursor() as cursor:
+        out = {}
+        for table in SIZE_TABLES:
+            # pg_partition_tree lists nothing for a plain table: then the table's own size.
+            cursor.execute(
+                "SELECT coalesce((SELECT sum(pg_total_relation_size(relid))"
+                " FROM pg_partition_tree(%s::regclass)), pg_total_relation_size(%s::regclass))",
+                [table, table],
+            )
+            out[table] = int(cursor.fetchone()[0])
+        out["total"] = sum(out.values())
+        return out
 
-    project = Project.objects.get(slug=SLUG)
+
+def counts_by_day(project) -> dict[str, dict[str, int]]:
+    from django.db import connection
+
+    out: dict[str, dict[str, int]] = {}
+    with connection.cursor() as cursor:
+        for key, sql in {
+            "events": "SELECT (timestamp AT TIME ZONE 'UTC')::date, count(*)"
+            " FROM telemetry_event WHERE project_id = %s GROUP BY 1",
+            "daily_activity": "SELECT day, count(*) FROM telemetry_dailyactivity"
+            " WHERE project_id = %s GROUP BY 1",
+        }.items():
+            cursor.execute(sql, [project.pk])
+            out[key] = {d.isoformat(): n for d, n in cursor.fetchall()}
+    return out
+
+
+def check_exact(before: dict, after: dict, *, cutoff: dt.date) -> dict:
+    """No row dated before the cutoff day left; every day from it on exactly as before."""
+    report = {}
+    for key in before:
+        old = {d: n for d, n in before[key].items() if d < cutoff.isoformat()}
+        kept = {d: n for d, n in before[key].items() if d >= cutoff.isoformat()}
+        left = sum(n for d, n in after[key].items() if d < cutoff.isoformat())
+        changed = {
+            d: [n, after[key].get(d, 0)] for d, n in kept.items() if after[key].get(d, 0) != n
+        }
+        report[key] = {
+            "expired_before": sum(old.values()),
+            "kept_before": sum(kept.values()),
+            "expired_left": left,
+            "kept_after": sum(n for d, n in after[key].items() if d >= cutoff.isoformat()),
+            "days_changed": changed,
+            "exact": left == 0 and not changed,
+        }
+    return report
+
+
+def manage(*args: str, timed: bool = False) -> tuple[float, str]:
+    """Run manage.py as its own process; returns (wall seconds, stdout). Exits on failure."""
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [PY, "manage.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=7200
+    )
+    wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        sys.exit(f"manage.py {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return wall, proc.stdout
+
+
+def lower_retention(project, days: int) -> None:
+    project.retention_days = days
+    project.save(update_fields=["retention_days"])  # through the model, so signals see it
+
+
+# --- the concurrent ingest (scenario B) --------------------------------------------------------
+
+
+def ingest_role(port: int, key: str, stop_file: str, out_file: str) -> None:
+    """POST single native events, one at a time, until stop_file appears (at most 200,000)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     samples = []
-    n = 0
-    while not os.path.exists(stop_file) and n < 200_000:
-        n += 1
-        event = IncomingEvent(
-            install_id=f"live_{os.getpid()}_{n % 500:05d}",
-            name="app.start",
-            timestamp=timezone.now(),
-        )
+    for n in range(200_000):
+        if os.path.exists(stop_file):
+            break
+        body = json.dumps(
+            {
+                "install_id": f"live_{os.getpid()}_{n % 500:05d}",
+                "name": "app.start",
+                "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+                "event_id": f"live_{os.getpid()}_{n:08d}",
+            }
+        ).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {key}",
+            "X-Forwarded-For": f"10.77.{n // 250 % 250}.{n % 250 + 1}",
+        }
         t0 = time.time()
-        ingest(project=project, events=[event], client_ip="192.0.2.77")
-        samples.append((t0, time.time() - t0))
+        try:
+            conn.request("POST", "/api/v1/events", body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            status = response.status
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            status = 0
+        samples.append((t0, time.time() - t0, status))
+    conn.close()
     Path(out_file).write_text(json.dumps(samples))
 
 
-def run_ingest(during) -> list[tuple[float, float]]:
-    """Run the ingest loop in a subprocess around `during()`; returns (start, latency) pairs."""
+def run_ingest(port: int, key: str, during) -> list[tuple[float, float, int]]:
+    """Run the ingest loop in a subprocess around `during()`; (start, latency, status) rows."""
     tmp = Path(tempfile.mkdtemp(prefix="tm-bench-purge-"))
     stop, out = tmp / "stop", tmp / "latencies.json"
     child = subprocess.Popen(
-        [sys.executable, __file__, "--role", "ingest", "--stop", str(stop), "--out", str(out)]
+        [
+            PY,
+            __file__,
+            "--role",
+            "ingest",
+            "--port",
+            str(port),
+            "--key",
+            key,
+            "--stop",
+            str(stop),
+            "--out",
+            str(out),
+        ]
     )
     try:
-        time.sleep(2.0)  # let it start and warm up
+        time.sleep(2.0)  # let it connect and warm the workers up
         during()
         time.sleep(0.5)
     finally:
         stop.touch()
-        child.wait(60)
+        try:
+            child.wait(60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(5)
     return json.loads(out.read_text())
 
 
@@ -198,95 +352,152 @@ def p99(values: list[float]) -> float:
     return values[min(len(values) - 1, int(len(values) * 0.99))] if values else float("nan")
 
 
+# --- main --------------------------------------------------------------------------------------
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=300_000)
-    parser.add_argument("--batch-size", type=int, default=2_000)
-    parser.add_argument("--pause", type=float, default=0.05, help="Seconds between batches.")
-    parser.add_argument("--cycles", type=int, default=3)
-    parser.add_argument("--baseline-seconds", type=float, default=6.0)
+    parser.add_argument("--scenario", choices=["A", "B"], default="A")
+    parser.add_argument("--events", type=int, help="default: 1,000,000 (A), 10,000,000 (B)")
+    parser.add_argument("--cycles", type=int, default=3, help="purge cycles (B)")
+    parser.add_argument(
+        "--refill-events", type=int, help="events per refill in cycles 2+ (B; default: as purged)"
+    )
+    parser.add_argument("--baseline-seconds", type=float, default=6.0, help="ingest without purge")
     parser.add_argument("--role", default="main", choices=["main", "ingest"])
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--key")
     parser.add_argument("--stop")
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.role == "ingest":
-        ingest_role(args.stop, args.out)
+        ingest_role(args.port, args.key, args.stop, args.out)
         return
+    events = args.events or (1_000_000 if args.scenario == "A" else 10_000_000)
+    if not 1_000 <= events <= 20_000_000 or not 1 <= args.cycles <= 5:
+        parser.error("--events in 1,000..20,000,000, --cycles in 1..5")
 
-    url = os.environ.get("DATABASE_URL", "")
+    url = os.environ["DATABASE_URL"]
     if not url.startswith("postgres"):
-        sys.exit("bench/purge.py measures PostgreSQL: set DATABASE_URL=postgres://…/tm_bench_purge")
-    ensure_database(url)
-    setup_django()
-    from django.core.management import call_command
-    from django.db import connection
+        sys.exit(
+            "bench/purge.py measures PostgreSQL: set DATABASE_URL=postgres://…/tm_bench_ev2_purge"
+        )
+    reset_database(url)
+    import django
 
-    from telemetry.models import Project
-    from telemetry.services import purge
+    django.setup()
+    from django.core.management import call_command
+    from django.utils import timezone
+
     from telemetry.services.projects import create_project
 
     call_command("migrate", verbosity=0)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "TRUNCATE telemetry_event, telemetry_dailyactivity, telemetry_install,"
-            " telemetry_dailycount, telemetry_dailysummary, telemetry_cohortsummary"
-        )
-    project = (
-        Project.objects.filter(slug=SLUG).first()
-        or create_project(
-            slug=SLUG, retention_days=90, install_rate="1000000/h", ip_rate="1000000/h"
-        ).project
-    )
+    rates = {"install_rate": "1000000/h", "ip_rate": "100000000/h"}
+    project = create_project(slug=SLUG, retention_days=OLD_RETENTION, **rates).project
+    now = timezone.now()
+    report: dict = {
+        "scenario": args.scenario,
+        "command": " ".join(["bench/purge.py", *sys.argv[1:]]),
+        "date": now.isoformat(timespec="seconds"),
+        "events": events,
+        "partitions": ensure_partitions(now - dt.timedelta(days=1), now + dt.timedelta(days=2)),
+    }
+    all_days = [d for d in range(SPAN_DAYS) if d not in GAP]
+    old_days = [d for d in all_days if d > NEW_RETENTION]
 
     t0 = time.monotonic()
-    load(project, events=args.events, first_day=0, last_day=120, tag="c0", counts=True)
+    load(project, events=events, days=all_days, now=now, tag="c0")
     vacuum()
-    print(f"loaded {args.events} events over 120 days in {time.monotonic() - t0:.1f}s")
-    print(f"size before purge: {sizes()}")
-
-    baseline = run_ingest(lambda: time.sleep(args.baseline_seconds))
-    window: dict[str, float] = {}
-
-    def purge_now():
-        window["start"] = time.time()
-        window["result"] = purge.purge(now=NOW, batch_size=args.batch_size, pause=args.pause)[
-            0
-        ].deleted
-        window["end"] = time.time()
-
-    during = run_ingest(purge_now)
-    in_purge = [lat for start, lat in during if window["start"] <= start <= window["end"]]
-    base = [lat for _, lat in baseline]
-    report = {
-        "events": args.events,
-        "batch_size": args.batch_size,
-        "pause": args.pause,
-        "purge_seconds": round(window["end"] - window["start"], 2),
-        "deleted": window["result"],
-        "ingest_p99_ms_without_purge": round(p99(base) * 1000, 2),
-        "ingest_p99_ms_during_purge": round(p99(in_purge) * 1000, 2),
-        "ingest_samples": [len(base), len(in_purge)],
-    }
-    report["p99_ratio"] = round(
-        report["ingest_p99_ms_during_purge"] / report["ingest_p99_ms_without_purge"], 2
+    report["load_seconds"] = round(time.monotonic() - t0, 1)
+    print(
+        f"loaded {events:,} events over {SPAN_DAYS} days in {report['load_seconds']} s", flush=True
     )
-    vacuum()
-    cycle_sizes = [sum(sizes().values())]
-    for cycle in range(1, args.cycles):
-        # Refill the expired month, purge it again, VACUUM: space is reused, not added.
-        load(
-            project,
-            events=args.events // 4,
-            first_day=91,
-            last_day=120,
-            tag=f"c{cycle}",
-            counts=False,
+    report["size_before_purge_bytes"] = sizes()
+    before = counts_by_day(project)
+    report["startup_seconds"] = round(manage("purge_events", "--help")[0], 2)
+
+    lower_retention(project, NEW_RETENTION)
+    cutoff = now.date() - dt.timedelta(days=NEW_RETENTION)
+    _, dry = manage("purge_events", "--project", SLUG, "--dry-run", "--json")
+    report["dry_run"] = json.loads(dry) if dry.strip().startswith("{") else dry.strip()
+
+    purge_cmd = ["purge_events", "--project", SLUG, "--json"]
+    if args.scenario == "A":
+        wall, out = manage(*purge_cmd)
+    else:
+        live = create_project(slug=LIVE_SLUG, retention_days=NEW_RETENTION, **rates)
+        port = harness.free_port(PORTS)
+        server = harness.start_server(
+            harness.gunicorn_cmd("config.wsgi:application", port, 2),
+            env=dict(os.environ),
+            port=port,
         )
-        purge.purge(now=NOW, batch_size=args.batch_size)
-        vacuum()
-        cycle_sizes.append(sum(sizes().values()))
+        try:
+            baseline = run_ingest(port, live.ingest_key, lambda: time.sleep(args.baseline_seconds))
+            window: dict = {}
+
+            def purge_now() -> None:
+                window["start"] = time.time()
+                window["wall"], window["out"] = manage(*purge_cmd)
+                window["end"] = time.time()
+
+            during = run_ingest(port, live.ingest_key, purge_now)
+        finally:
+            harness.stop(server)
+        wall, out = window["wall"], window["out"]
+        in_purge = [lat for start, lat, _ in during if window["start"] <= start <= window["end"]]
+        base = [lat for _, lat, _ in baseline]
+        report["ingest_p99_ms_without_purge"] = round(p99(base) * 1000, 2)
+        report["ingest_p99_ms_during_purge"] = round(p99(in_purge) * 1000, 2)
+        report["ingest_samples_without_during"] = [len(base), len(in_purge)]
+        report["ingest_non_2xx"] = sum(1 for *_, s in baseline + during if not 200 <= s < 300)
+        report["p99_ratio"] = round(
+            report["ingest_p99_ms_during_purge"] / report["ingest_p99_ms_without_purge"], 2
+        )
+    report["purge_wall_seconds"] = round(wall, 2)
+    report["purge_output"] = json.loads(out) if out.strip().startswith("{") else out.strip()
+    after = counts_by_day(project)
+    report["exactness"] = check_exact(before, after, cutoff=cutoff)
+    vacuum()
+    cycle_sizes = [sizes()]
+
+    if args.scenario == "B":
+        refill = args.refill_events or report["exactness"]["events"]["expired_before"]
+        walls = [report["purge_wall_seconds"]]
+        for cycle in range(1, args.cycles):
+            # Refill the expired days, purge them again, VACUUM: space is reused, not added.
+            load(project, events=refill, days=old_days, now=now, tag=f"c{cycle}")
+            before = counts_by_day(project)
+            wall, _ = manage(*purge_cmd)
+            walls.append(round(wall, 2))
+            check = check_exact(before, counts_by_day(project), cutoff=cutoff)
+            report.setdefault("exact_each_cycle", []).append(
+                all(v["exact"] for v in check.values())
+            )
+            vacuum()
+            cycle_sizes.append(sizes())
+        report["refill_events"] = refill
+        report["purge_wall_seconds_each_cycle"] = walls
     report["size_after_each_cycle_bytes"] = cycle_sizes
-    report["size_growth_last_vs_first"] = round(cycle_sizes[-1] / cycle_sizes[0], 3)
+    first, last = cycle_sizes[0]["total"], cycle_sizes[-1]["total"]
+    report["size_after_vs_before_purge"] = round(
+        first / report["size_before_purge_bytes"]["total"], 3
+    )
+    report["size_growth_last_vs_first_cycle"] = round(last / first, 3)
+    checks = {
+        "purge_wall_le_2s": all(
+            w <= 2.0 for w in report.get("purge_wall_seconds_each_cycle", [wall])
+        ),
+        "exact": all(v["exact"] for v in report["exactness"].values())
+        and all(report.get("exact_each_cycle", [True])),
+        "size_after_purge_smaller": first < report["size_before_purge_bytes"]["total"],
+    }
+    if args.scenario == "B":
+        checks["ingest_p99_during_le_1_2x"] = report["p99_ratio"] <= 1.2
+        checks["ingest_zero_non_2xx"] = report["ingest_non_2xx"] == 0
+        # "No creeping growth": no cycle ends more than 2 % above the first.
+        checks["no_growth_over_cycles"] = all(c["total"] <= first * 1.02 for c in cycle_sizes)
+    report["checks"] = checks
     print(json.dumps(report, indent=2))
 
 

@@ -6,35 +6,11 @@ Uses bench/ingest.py's database, project and wrk script; each server gets the sa
 
 import argparse
 import json
-import subprocess
-import time
-import urllib.request
-from pathlib import Path
 
+import harness
 import ingest as bench  # bench/ingest.py
 
-ROOT = Path(__file__).resolve().parent.parent
 PORT = 18003
-
-
-def start(cmd: list[str]) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=bench.sh_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz", timeout=1)
-            return proc
-        except OSError:
-            time.sleep(0.3)
-    bench.stop(proc)
-    raise RuntimeError(f"{cmd[0]} did not start")
 
 
 def main() -> None:
@@ -43,44 +19,25 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
-    bench.reset_databases()
-    key = bench.prepare_platform()
-    bin_dir = Path(bench.PY).parent
-    w = str(args.workers)
+    bench.reset_stores()
+    native = bench.create_projects()["native"]
+    tags = bench.Tags()
+    w = args.workers
     servers = {
-        "gunicorn-sync": [
-            str(bin_dir / "gunicorn"),
-            "config.wsgi",
-            "-c",
-            "gunicorn.conf.py",
-            "--bind",
-            f"127.0.0.1:{PORT}",
-            "--workers",
-            w,
-        ],
+        "gunicorn-sync": harness.gunicorn_cmd("config.wsgi", PORT, w),
         "gunicorn-gthread": [
-            str(bin_dir / "gunicorn"),
-            "config.wsgi",
-            "-c",
-            "gunicorn.conf.py",
-            "--bind",
-            f"127.0.0.1:{PORT}",
-            "--workers",
-            w,
-            "--worker-class",
-            "gthread",
-            "--threads",
-            "4",
+            *harness.gunicorn_cmd("config.wsgi", PORT, w),
+            *["--worker-class", "gthread", "--threads", "4"],
         ],
         "uvicorn-asgi": [
-            str(bin_dir / "uvicorn"),
+            str(harness.BIN / "uvicorn"),
             "config.asgi:application",
             "--host",
             "127.0.0.1",
             "--port",
             str(PORT),
             "--workers",
-            w,
+            str(w),
             "--no-access-log",
             "--log-level",
             "warning",
@@ -88,12 +45,15 @@ def main() -> None:
     }
     results = {}
     for name, cmd in servers.items():
-        proc = start(cmd)
+        proc = harness.start_server(cmd, env=bench.server_env(), port=PORT)
         try:
-            bench.run_wrk(PORT, key, 3, args.connections, f"w{name}")
-            r = bench.run_wrk(PORT, key, args.seconds, args.connections, name)
+            bench.wrk_door(PORT, "native", native, *tags.new(name, 0, "w"), 3, args.connections)
+            r = bench.wrk_door(
+                PORT, "native", native, *tags.new(name, 0, "s"), args.seconds, args.connections
+            )
         finally:
-            bench.stop(proc)
+            harness.stop(proc)
+        r["errors"] = r["non_2xx"] + r["socket_errors"]
         results[name] = {k: round(r[k], 2) for k in ("rps", "p50_ms", "p99_ms", "errors")}
         print(name, json.dumps(results[name]), flush=True)
     print(json.dumps(results, indent=2))

@@ -29,13 +29,12 @@ import time
 import uuid
 from pathlib import Path
 
-import launch  # bench/launch.py
+import harness
 import psycopg
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-BIN = Path(PY).parent
 DB = "tm_bench_soak"
 DATABASE_URL = os.environ.get("SOAK_DATABASE_URL", f"postgres://postgres@127.0.0.1:5432/{DB}")
 REDIS_URL = os.environ.get("SOAK_REDIS_URL", "redis://127.0.0.1:6379/6")
@@ -99,20 +98,8 @@ print(TaskRun.objects.filter(task="purge", ok=True).count(),
 """
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its children (the gunicorn master and workers)."""
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return round(total, 1)
+def start(cmd: list[str], log: str) -> subprocess.Popen:
+    return harness.start(cmd, env=env(), log=DATA_DIR / log)
 
 
 # --- requests --------------------------------------------------------------------------------
@@ -276,11 +263,9 @@ def main() -> int:
         )
     manage("shell", "-v", "0", "-c", SETUP.format(slug="soak-pryx", n=args.old_events))
 
-    port = launch.free_port(PORTS)
-    web = launch.gunicorn(
-        "config.wsgi", port=port, workers=args.workers, env=env(), log=DATA_DIR / "web.log"
-    )
-    worker = launch.start(
+    port = harness.free_port(PORTS)
+    web = start(harness.gunicorn_cmd("config.wsgi", port, args.workers), "web.log")
+    worker = start(
         [
             PY,
             "-m",
@@ -296,10 +281,9 @@ def main() -> int:
             "--without-gossip",
             "--without-mingle",
         ],
-        env=env(),
-        log=DATA_DIR / "worker.log",
+        "worker.log",
     )
-    beat = launch.start(
+    beat = start(
         [
             PY,
             "-m",
@@ -312,11 +296,10 @@ def main() -> int:
             "--schedule",
             str(DATA_DIR / "beat-schedule"),
         ],
-        env=env(),
-        log=DATA_DIR / "beat.log",
+        "beat.log",
     )
     try:
-        launch.wait_ready(port, web, "/readyz")
+        harness.wait_ready(port, web, path="/readyz")
         capacity = None
         if args.rate is None:
             ramp = drive(port, projects, args.ramp_seconds, args.concurrency)
@@ -331,7 +314,7 @@ def main() -> int:
         def sample() -> None:
             t0 = time.monotonic()
             while not stop_sampling.wait(2.0):
-                samples.append((time.monotonic() - t0, rss_mb(web.pid)))
+                samples.append((time.monotonic() - t0, harness.total_rss_mb(web.pid)))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -342,7 +325,7 @@ def main() -> int:
         purges, failed_runs, old_left = map(int, counts.split())
     finally:
         for proc in (beat, worker, web):
-            launch.stop(proc)
+            harness.stop(proc, timeout=20)
 
     rows = soak.rows
     outcomes: dict[str, int] = {}

@@ -94,6 +94,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
 
+# A streaming replica for dashboard and analytics reads (README, "Beyond one machine"). Reads
+# fall back to the primary while it is down or more than DATABASE_REPLICA_MAX_LAG_SECONDS behind.
+if env("DATABASE_REPLICA_URL", default=""):
+    DATABASES["replica"] = env.db("DATABASE_REPLICA_URL")
+    DATABASES["replica"].setdefault("CONN_MAX_AGE", DATABASES["default"]["CONN_MAX_AGE"])
+    DATABASES["replica"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["replica"].setdefault("OPTIONS", {})["connect_timeout"] = 2
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+DATABASE_ROUTERS = ["telemetry.analytics.db.AnalyticsRouter"]
+DATABASE_REPLICA_MAX_LAG_SECONDS = env.float("DATABASE_REPLICA_MAX_LAG_SECONDS", default=30.0)
+DATABASE_REPLICA_CHECK_SECONDS = env.float("DATABASE_REPLICA_CHECK_SECONDS", default=5.0)
+DATABASE_REPLICA_RETRY_SECONDS = env.float("DATABASE_REPLICA_RETRY_SECONDS", default=10.0)
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default=env("CACHE_URL", default=""))
@@ -224,6 +237,17 @@ TELEMETRY_RETRY_AFTER_SECONDS = env.int("TELEMETRY_RETRY_AFTER_SECONDS", default
 # How long the cache remembers an event id it has seen (the claim): copies in flight and quick
 # retries are answered from it; later copies of the same (event_id, timestamp) by the database.
 TELEMETRY_CLAIM_TTL_SECONDS = env.int("TELEMETRY_CLAIM_TTL_SECONDS", default=3600)
+# An ingest key's "last used" time is written at most this often per key and web process.
+TELEMETRY_KEY_LAST_USED_SECONDS = env.float("TELEMETRY_KEY_LAST_USED_SECONDS", default=300.0)
+# The server's public URL for the "one setting" shown in the admin and dashboard, e.g.
+# https://telemetry.example.org; empty means the URL the page was requested at.
+TELEMETRY_PUBLIC_URL = env.str("TELEMETRY_PUBLIC_URL", default="")
+# Every analytics request's statements end within this many seconds (gunicorn kills a worker
+# at 30): past it the API answers 503 and the page asks for a shorter range.
+TELEMETRY_ANALYTICS_TIMEOUT_SECONDS = env.float("TELEMETRY_ANALYTICS_TIMEOUT_SECONDS", default=20.0)
+# How long the retention grid may be served from its cohort rollup after new events arrived,
+# before reads count the rollups directly again (0: only while nothing changed).
+TELEMETRY_COHORT_MAX_LAG_SECONDS = env.float("TELEMETRY_COHORT_MAX_LAG_SECONDS", default=60.0)
 
 LOGGING = {
     "version": 1,

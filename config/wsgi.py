@@ -6,3 +6,7 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 application = get_wsgi_application()
+
+from telemetry.checks import log_startup_problems  # noqa: E402  (needs the app registry)
+
+log_startup_problems()

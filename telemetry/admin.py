@@ -3,13 +3,14 @@
 from django.contrib import admin
 from django.urls import reverse
 
+from telemetry.admin_keys import IngestKeyInline, ProjectKeysAdminMixin
+from telemetry.admin_stats import EstimatedCountPaginator, EventNameFilter, ProjectStatsMixin
 from telemetry.models import (
     CohortSummary,
     DailyActivity,
     DailyCount,
     DailySummary,
     Event,
-    IngestKey,
     Install,
     IpSalt,
     PeriodActivity,
@@ -28,23 +29,13 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class IngestKeyInline(admin.TabularInline):
-    model = IngestKey
-    extra = 0
-    fields = ["prefix", "created_at", "revoked_at"]
-    readonly_fields = ["prefix", "created_at"]
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False  # keys are issued by `manage.py create_project` / `rotate_keys`
-
-
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(ProjectKeysAdminMixin, ProjectStatsMixin, admin.ModelAdmin):
     list_display = [
         "slug",
         "name",
         "contract",
+        *ProjectStatsMixin.stats_columns,
         "retention_days",
         "install_rate",
         "ip_rate",
@@ -72,11 +63,12 @@ class EventAdmin(ReadOnlyAdmin):
         "app_version",
         "os",
     ]
-    list_filter = ["project", "name"]
+    # No date_hierarchy or plain name filter: both run DISTINCT over every event.
+    list_filter = ["project", EventNameFilter, ("received_at", admin.DateFieldListFilter)]
     search_fields = ["install_id", "event_id", "name", "session_id"]
-    date_hierarchy = "received_at"
     list_select_related = ["project"]
     show_full_result_count = False  # COUNT(*) over millions of rows on every page is slow
+    paginator = EstimatedCountPaginator
 
 
 @admin.register(Install)
@@ -94,6 +86,7 @@ class InstallAdmin(ReadOnlyAdmin):
     search_fields = ["install_id"]
     list_select_related = ["project"]
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     actions = ["delete_with_data"]
 
     def get_actions(self, request):
@@ -124,10 +117,10 @@ class InstallAdmin(ReadOnlyAdmin):
 @admin.register(DailyActivity)
 class DailyActivityAdmin(ReadOnlyAdmin):
     list_display = ["day", "install_id", "project", "events", "app_version", "os"]
-    list_filter = ["project"]
+    list_filter = ["project", ("day", admin.DateFieldListFilter)]
     search_fields = ["install_id"]
-    date_hierarchy = "day"
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
 
 
 @admin.register(PeriodActivity)
@@ -136,6 +129,7 @@ class PeriodActivityAdmin(ReadOnlyAdmin):
     list_filter = ["project", "period"]
     search_fields = ["install_id"]
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
 
 
 @admin.register(DailyCount)

@@ -17,6 +17,6 @@ class TelemetryConfig(AppConfig):
     verbose_name = "Telemetry"
 
     def ready(self) -> None:
-        from telemetry import signals  # noqa: F401
+        from telemetry import checks, signals  # noqa: F401
 
         post_migrate.connect(_ensure_schedule, sender=self)

@@ -3,16 +3,24 @@
 import logging
 
 from django.conf import settings
-from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+from django.core.exceptions import (
+    BadRequest,
+    ImproperlyConfigured,
+    PermissionDenied,
+    SuspiciousOperation,
+)
 from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 
+from telemetry.checks import COLLECTSTATIC_HINT
 from telemetry.ingest.auth import project_for_host
 
 log = logging.getLogger(__name__)
 
 # Exceptions Django itself turns into 400/403/404 responses: not server failures.
 CLIENT_ERRORS = (Http404, PermissionDenied, SuspiciousOperation, BadRequest)
+# What ManifestStaticFilesStorage raises for a name missing from the manifest (no collectstatic).
+MANIFEST_MISSING = "Missing staticfiles manifest entry"
 
 
 class NeverServerErrorMiddleware:
@@ -37,9 +45,24 @@ class NeverServerErrorMiddleware:
             return None
         service = "database" if isinstance(exception, DatabaseError) else "server"
         log.error(
-            "unhandled %s on %s %s", type(exception).__name__, request.method, request.path_info
+            "unhandled %s on %s %s%s",
+            type(exception).__name__,
+            request.method,
+            request.path_info,
+            _configuration_hint(exception),
         )
         return service_unavailable(service)
+
+
+def _configuration_hint(exception: Exception) -> str:
+    """The message of an error the operator must fix (it names files and settings, never
+    request data); other exceptions' messages may quote input and are not logged."""
+    message = str(exception)
+    if isinstance(exception, ImproperlyConfigured):
+        return f": {message[:300]}"
+    if isinstance(exception, ValueError) and message.startswith(MANIFEST_MISSING):
+        return f": {message[:300]}; {COLLECTSTATIC_HINT}"
+    return ""
 
 
 def service_unavailable(service: str) -> JsonResponse:

@@ -55,6 +55,10 @@ class Project(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Public page: cells counting fewer installs than this are shown as '< k'.",
     )
+    members_can_rotate_keys = models.BooleanField(
+        default=False,
+        help_text="Members may issue and revoke this project's ingest keys from the dashboard.",
+    )
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, blank=True, related_name="telemetry_projects"
     )
@@ -77,6 +81,8 @@ class IngestKey(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Written by telemetry.ingest.auth at most once per key per few minutes, not per event.
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.project.slug})"
@@ -205,16 +211,26 @@ class PeriodActivity(models.Model):
 
 
 class DailyCount(models.Model):
-    """Events per (project, UTC day, event name)."""
+    """Events per (project, UTC day, event name), spread over a few shard rows: read the sum.
+
+    One row per (day, name) would be updated by every event of that name, and concurrent
+    writers queue on its lock until each commits (bench/RESULTS.md); the shard, picked from the
+    install id, lets them write side by side.
+    """
+
+    SHARDS = 16
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     day = models.DateField()
     name = models.CharField(max_length=64)
+    shard = models.PositiveSmallIntegerField(default=0, db_default=0)
     events = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["project", "day", "name"], name="count_unique_day_name")
+            models.UniqueConstraint(
+                fields=["project", "day", "name", "shard"], name="count_unique_day_name_shard"
+            )
         ]
 
     def __str__(self) -> str:
@@ -310,3 +326,48 @@ class TaskRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task} at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class CohortActivity(models.Model):
+    """One retention cell: installs of a cohort (the ISO week or UTC day of their first event)
+    active in a later week or day. Rebuilt set-based from Install + PeriodActivity/DailyActivity
+    by telemetry.services.cohorts, so the retention grid reads O(cells) rows."""
+
+    WEEK = "w"
+    DAY = "d"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    period = models.CharField(max_length=1, choices=[(WEEK, "ISO week"), (DAY, "UTC day")])
+    cohort = models.DateField(help_text="First day of the cohort's week or day.")
+    start = models.DateField(help_text="First day of the week or day it was active in.")
+    installs = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "cohort activity"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "period", "cohort", "start"], name="cohort_unique_cell"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.period}{self.cohort} active {self.start}: {self.installs}"
+
+
+class RollupState(models.Model):
+    """When a derived rollup of a project was last rebuilt, and from what: the fingerprint of
+    the rollups it was computed from, so readers can tell whether it is still exact."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=32)
+    fingerprint = models.CharField(max_length=128)
+    as_of = models.DateField(help_text="The UTC day the rebuild's periods were counted up to.")
+    refreshed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="rollupstate_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} of {self.project_id} at {self.refreshed_at:%Y-%m-%d %H:%M:%S}"

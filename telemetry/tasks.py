@@ -31,3 +31,8 @@ def create_partitions() -> int:
 @shared_task(name="telemetry.tasks.analyze_events")
 def analyze_events() -> int:
     return run_job("analyze_events").rows
+
+
+@shared_task(name="telemetry.tasks.refresh_cohorts")
+def refresh_cohorts() -> int:
+    return run_job("refresh_cohorts").rows

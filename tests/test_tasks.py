@@ -21,6 +21,7 @@ from tests.factories import shared_database_url
         (tasks.purge_expired, "purge"),
         (tasks.rotate_salts, "rotate_salts"),
         (tasks.refresh_aggregates, "refresh_aggregates"),
+        (tasks.refresh_cohorts, "refresh_cohorts"),
     ],
 )
 def test_each_task_records_a_task_run(task, name):

@@ -21,3 +21,14 @@ def project_for(*, user, slug: str) -> Project | None:
 def public_project(*, slug: str) -> Project | None:
     """The project behind /public/<slug>/, only if its maintainer turned the page on."""
     return Project.objects.filter(slug=slug, public_page=True).first()
+
+
+def may_rotate_keys(*, user, project: Project) -> bool:
+    """Whether `user` may issue and revoke `project`'s ingest keys from the dashboard: staff
+    superusers always, members when the project allows it. (The operator token is staff-only,
+    in the admin.)"""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_staff and user.is_superuser:
+        return True
+    return project.members_can_rotate_keys and project.members.filter(pk=user.pk).exists()

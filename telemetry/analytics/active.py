@@ -7,9 +7,9 @@ remaining activity row, the anonymous DailySummary/CohortSummary snapshots stand
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db import connection
 from django.db.models import Min, Sum
 
+from telemetry.analytics import db
 from telemetry.analytics.periods import (
     DAY,
     MONTH,
@@ -57,7 +57,7 @@ class Rolling:
 
 
 def _rows(sql: str, params: list) -> list[tuple]:
-    with connection.cursor() as cursor:
+    with db.connection().cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 
@@ -194,11 +194,12 @@ def active_series(*, project: Project, interval: str, start: dt.date, end: dt.da
 def rolling(*, project: Project, day: dt.date) -> Rolling:
     """DAU, WAU and MAU as distinct installs active in the 1, 7 and 30 days ending on `day`."""
     d7, d30 = day - dt.timedelta(days=6), day - dt.timedelta(days=29)
+    # Each install's last active day in the 30, by one hash aggregate, then three plain counts:
+    # three COUNT(DISTINCT) would each sort the month's activity rows.
     (row,) = _rows(
-        "SELECT COUNT(DISTINCT CASE WHEN day = %s THEN install_id END),"
-        " COUNT(DISTINCT CASE WHEN day >= %s THEN install_id END),"
-        " COUNT(DISTINCT install_id) FROM telemetry_dailyactivity"
-        " WHERE project_id = %s AND day >= %s AND day <= %s",
+        "SELECT COUNT(CASE WHEN last = %s THEN 1 END), COUNT(CASE WHEN last >= %s THEN 1 END),"
+        " COUNT(*) FROM (SELECT install_id, MAX(day) AS last FROM telemetry_dailyactivity"
+        " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY install_id) x",
         [db_date(day), db_date(d7), project.pk, db_date(d30), db_date(day)],
     )
     return Rolling(day=day, dau=row[0], wau=row[1], mau=row[2])
@@ -210,12 +211,20 @@ def version_adoption(
     """Active installs per app version per period; versions beyond the `top` most used are
     folded into "other"."""
     bucket = bucket_sql("day", interval)
-    rows = _rows(
-        f"SELECT {bucket} AS p, app_version, COUNT(DISTINCT install_id)"
-        " FROM telemetry_dailyactivity WHERE project_id = %s AND day >= %s AND day <= %s"
-        " GROUP BY 1, 2",
-        [project.pk, db_date(start), db_date(end)],
-    )
+    # Per day, an install has one activity row: distinct installs are rows. Longer periods
+    # group by install first (a hash aggregate), then count.
+    if interval == DAY:
+        sql = (
+            "SELECT day AS p, app_version, COUNT(*) FROM telemetry_dailyactivity"
+            " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY 1, 2"
+        )
+    else:
+        sql = (
+            "SELECT p, app_version, COUNT(*) FROM ("
+            f"SELECT {bucket} AS p, app_version, install_id FROM telemetry_dailyactivity"
+            " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY 1, 2, 3) x GROUP BY 1, 2"
+        )
+    rows = _rows(sql, [project.pk, db_date(start), db_date(end)])
     totals: dict[str, int] = {}
     for _, version, n in rows:
         totals[version or "unknown"] = totals.get(version or "unknown", 0) + n
@@ -237,8 +246,9 @@ def version_adoption(
 def os_breakdown(*, project: Project, start: dt.date, end: dt.date) -> list[tuple[str, int]]:
     """Distinct active installs per OS (the OS of their activity rows) in [start, end]."""
     rows = _rows(
-        "SELECT os, COUNT(DISTINCT install_id) FROM telemetry_dailyactivity"
-        " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY os ORDER BY 2 DESC, 1",
+        "SELECT os, COUNT(*) FROM (SELECT os, install_id FROM telemetry_dailyactivity"
+        " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY 1, 2) x"
+        " GROUP BY os ORDER BY 2 DESC, 1",
         [project.pk, db_date(start), db_date(end)],
     )
     return [(os or "unknown", n) for os, n in rows]

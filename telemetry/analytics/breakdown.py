@@ -11,8 +11,9 @@ import math
 import re
 from dataclasses import dataclass
 
-from django.db import connection
+from django.db.models import Sum
 
+from telemetry.analytics import db
 from telemetry.analytics.periods import (
     BadRequest,
     as_date,
@@ -23,7 +24,7 @@ from telemetry.analytics.periods import (
     periods,
     utc_date_sql,
 )
-from telemetry.models import Project
+from telemetry.models import DailyCount, Project
 
 TOP_LEVEL = ("name", "app_version", "os")
 # Ids must never become group labels: a breakdown by install would list pseudonymous ids.
@@ -90,7 +91,7 @@ def _sources(prop: tuple[str, ...], explicit: bool) -> tuple[list[str], list[lis
     """SELECT lists (key, weight) and their params for the scalar and the map branch."""
     if len(prop) == 1 and prop[0] in TOP_LEVEL and not explicit:
         return [f"e.{prop[0]} AS k, 1 AS w"], [[]]
-    if connection.vendor == "postgresql":
+    if db.vendor() == "postgresql":
         expr, params = _pg(prop)
         scalar = (
             "COALESCE(e.properties #>> %s::text[], 'null') AS k, 1 AS w",
@@ -130,8 +131,8 @@ def _sources(prop: tuple[str, ...], explicit: bool) -> tuple[list[str], list[lis
 
 def _metric_sql(metric: Metric) -> tuple[str, list]:
     if not metric.path:
-        return ("CAST(NULL AS float8)" if connection.vendor == "postgresql" else "NULL"), []
-    if connection.vendor == "postgresql":
+        return ("CAST(NULL AS float8)" if db.vendor() == "postgresql" else "NULL"), []
+    if db.vendor() == "postgresql":
         return (
             "CASE WHEN jsonb_typeof(e.properties #> %s::text[]) = 'number'"
             " THEN (e.properties #>> %s::text[])::float8 END",
@@ -184,7 +185,7 @@ def breakdown(
     if not top_level and project.strict and schema and path[0] not in schema:
         raise BadRequest("unknown_property", f"{prop!r} is not in this project's property schema")
 
-    pg = connection.vendor == "postgresql"
+    pg = db.vendor() == "postgresql"
     bucket = bucket_sql(utc_date_sql("e.timestamp"), interval) if interval else "NULL"
     metric_sql, metric_params = _metric_sql(m)
     base = "e.project_id = %s AND e.timestamp >= %s AND e.timestamp < %s"
@@ -219,11 +220,21 @@ def breakdown(
     if m.kind in ("p50", "p95") and pg:
         q = 0.5 if m.kind == "p50" else 0.95
         pct = f", percentile_cont({q}) WITHIN GROUP (ORDER BY m)"
-    sql = (
-        "SELECT p, k, SUM(w), COUNT(*), COUNT(DISTINCT NULLIF(i, '')), SUM(m), COUNT(m)"
-        f"{pct} FROM ({union}) x GROUP BY p, k"
-    )
-    with connection.cursor() as cursor:
+    if pct:
+        sql = (
+            "SELECT p, k, SUM(w), COUNT(*), COUNT(DISTINCT NULLIF(i, '')), SUM(m), COUNT(m)"
+            f"{pct} FROM ({union}) x GROUP BY p, k"
+        )
+    else:
+        # Group by install first, then count the groups: a hash aggregate instead of sorting
+        # every event for COUNT(DISTINCT) (2.5 s -> 0.9 s for 1.1M events, bench/RESULTS.md).
+        sql = (
+            "SELECT p, k, SUM(sw), CAST(SUM(n) AS BIGINT), COUNT(NULLIF(i, '')), SUM(sm),"
+            " CAST(SUM(cm) AS BIGINT) FROM ("
+            "SELECT p, k, i, SUM(w) AS sw, COUNT(*) AS n, SUM(m) AS sm, COUNT(m) AS cm"
+            f" FROM ({union}) x GROUP BY p, k, i) y GROUP BY p, k"
+        )
+    with db.connection().cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
         samples: dict[tuple, list[float]] = {}
@@ -300,3 +311,26 @@ def _totals(project, path, explicit, m, start, end, top_level) -> dict:
     prop = ("properties." if explicit else "") + ".".join(path)
     whole = breakdown(project=project, prop=prop, metric=str(m), start=start, end=end)
     return {r["key"]: {k: v for k, v in r.items() if k != "key"} for r in whole["rows"]}
+
+
+def events_by_name(*, project: Project, start: dt.date, end: dt.date) -> dict:
+    """Events per name in [start, end] from the DailyCount rollup (days x names rows, fast at
+    any size): the breakdown page's answer before a question is asked. Distinct installs need
+    the raw events, so they are left out (None); the "Events by name" preset counts them."""
+    rows = (
+        DailyCount.objects.filter(project=project, day__gte=start, day__lte=end)
+        .values("name")
+        .annotate(n=Sum("events"))
+        .values_list("name", "n")
+    )
+    ordered = sorted(((name, int(n)) for name, n in rows), key=lambda kv: (-kv[1], kv[0]))
+    return {
+        "property": "name",
+        "metric": "events",
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "rows": [
+            {"key": k, "value": n, "events": n, "installs": None} for k, n in ordered[:MAX_GROUPS]
+        ],
+        "truncated": len(ordered) > MAX_GROUPS,
+    }

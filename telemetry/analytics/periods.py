@@ -5,7 +5,7 @@ per-backend SQL that buckets a date column into them.
 import datetime as dt
 import re
 
-from django.db import connection
+from telemetry.analytics import db
 
 DAY, WEEK, MONTH = "day", "week", "month"
 INTERVALS = (DAY, WEEK, MONTH)
@@ -121,7 +121,7 @@ def as_date(value) -> dt.date:
 
 
 def is_postgres() -> bool:
-    return connection.vendor == "postgresql"
+    return db.vendor() == "postgresql"
 
 
 def bucket_sql(column: str, interval: str) -> str:
@@ -144,8 +144,8 @@ def utc_date_sql(column: str) -> str:
 
 
 def db_date(value: dt.date):
-    return connection.ops.adapt_datefield_value(value)
+    return db.connection().ops.adapt_datefield_value(value)
 
 
 def db_datetime(value: dt.datetime):
-    return connection.ops.adapt_datetimefield_value(value)
+    return db.connection().ops.adapt_datetimefield_value(value)

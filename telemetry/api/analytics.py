@@ -6,6 +6,7 @@ Each view parses its query, calls one selector in telemetry.analytics, and answe
 
 import datetime as dt
 
+from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
@@ -21,9 +22,10 @@ from rest_framework.exceptions import NotAuthenticated, NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from telemetry.analytics import active, breakdown, periods, retention
+from telemetry.analytics import active, breakdown, db, periods, retention
 from telemetry.analytics.access import project_for
 from telemetry.analytics.periods import BadRequest
+from telemetry.http import compact_json
 from telemetry.ingest.auth import operator_token_matches
 from telemetry.models import Project
 
@@ -93,6 +95,9 @@ _errors = {
     400: OpenApiResponse(_error, description="malformed date, interval, property or metric"),
     401: OpenApiResponse(_error, description="no or wrong operator token, not logged in"),
     404: OpenApiResponse(_error, description="no such project, or not a member"),
+    503: OpenApiResponse(
+        _error, description="query_timeout: the query ran past its deadline; ask for less"
+    ),
 }
 _range = [
     OpenApiParameter("start", OpenApiTypes.DATE, description="first UTC day (YYYY-MM-DD)"),
@@ -103,6 +108,22 @@ _range = [
 class AnalyticsView(APIView):
     authentication_classes = [OperatorTokenOrSession]
     permission_classes: list = []
+
+    def dispatch(self, request, *args, **kwargs):
+        # Reads go to the replica when it is up (else the primary), under the request deadline.
+        try:
+            return db.run(super().dispatch, request, *args, **kwargs)
+        except db.AnalyticsTimeout:
+            return compact_json(
+                503,
+                {
+                    "error": "query_timeout",
+                    "detail": "this query needed more than "
+                    f"{settings.TELEMETRY_ANALYTICS_TIMEOUT_SECONDS:g} s; ask for a shorter range"
+                    " or fewer cohorts",
+                },
+                retry_after=settings.TELEMETRY_RETRY_AFTER_SECONDS,
+            )
 
     def now(self) -> dt.datetime:
         return timezone.now()

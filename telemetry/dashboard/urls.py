@@ -19,5 +19,12 @@ urlpatterns = [
         views.export,
         name="dashboard-export",
     ),
+    path("dashboard/<slug:slug>/setup/", views.setup_page, name="dashboard-setup"),
+    path("dashboard/<slug:slug>/setup/keys/", views.issue_key, name="dashboard-issue-key"),
+    path(
+        "dashboard/<slug:slug>/setup/keys/<int:key_id>/revoke/",
+        views.revoke_key,
+        name="dashboard-revoke-key",
+    ),
     path("public/<slug:slug>/", views.public_page, name="public-page"),
 ]

@@ -5,19 +5,29 @@ that static/dashboard/charts.js reads, so the CSP can forbid inline scripts."""
 import datetime as dt
 import functools
 
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseNotAllowed, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.decorators import method_decorator
 
-from telemetry.analytics import active, breakdown, errors, events, public, retention
-from telemetry.analytics.access import project_for, public_project, visible_projects
+from telemetry import reveal
+from telemetry.analytics import active, breakdown, db, errors, events, public, retention
+from telemetry.analytics.access import (
+    may_rotate_keys,
+    project_for,
+    public_project,
+    visible_projects,
+)
 from telemetry.analytics.periods import BadRequest, today
+from telemetry.contracts import clients
 from telemetry.dashboard.forms import BreakdownForm, EventFilterForm, RangeForm
 from telemetry.dashboard.security import limit_logins, with_csp
 from telemetry.models import Contract, Project
+from telemetry.services import projects as project_service
 
 # A starter request per contract, for the empty state: path under the front door and a body.
 FIRST_EVENT = {
@@ -53,6 +63,28 @@ FIRST_EVENT = {
 def not_found(request) -> HttpResponse:
     # Rendered, not raised: the project-wide middleware turns raised exceptions into 503s.
     return render(request, "dashboard/not_found.html", status=404)
+
+
+def analytics_page(view):
+    """Run the view's reads on the analytics database (replica or primary) under the request's
+    deadline; past it, a readable 503 page that offers the last 7 days instead of a dead worker."""
+
+    @functools.wraps(view)
+    def wrapped(request, *args, **kwargs):
+        try:
+            return db.run(view, request, *args, **kwargs)
+        except db.AnalyticsTimeout:
+            end = today(timezone.now())
+            shorter = f"{request.path}?start={end - dt.timedelta(days=6)}&end={end}"
+            ctx = {
+                "seconds": f"{settings.TELEMETRY_ANALYTICS_TIMEOUT_SECONDS:g}",
+                "shorter": shorter,
+            }
+            response = render(request, "dashboard/too_slow.html", ctx, status=503)
+            response["Retry-After"] = str(settings.TELEMETRY_RETRY_AFTER_SECONDS)
+            return response
+
+    return wrapped
 
 
 def project_view(view):
@@ -114,6 +146,7 @@ def index(request):
 
 @login_required
 @with_csp
+@analytics_page
 @project_view
 def overview(request, project: Project):
     ctx = _context(request, project, RangeForm(request.GET or None))
@@ -200,6 +233,7 @@ def overview(request, project: Project):
 
 @login_required
 @with_csp
+@analytics_page
 @project_view
 def retention_page(request, project: Project):
     ctx = _context(request, project, RangeForm(None))
@@ -224,6 +258,7 @@ def retention_page(request, project: Project):
 
 @login_required
 @with_csp
+@analytics_page
 @project_view
 def breakdown_page(request, project: Project):
     form = BreakdownForm(request.GET or None, initial={"property": "name"})
@@ -244,6 +279,13 @@ def breakdown_page(request, project: Project):
         else:
             ctx["result"] = result
             ctx["chart"] = _breakdown_chart(result)
+    elif not form.is_bound:
+        # Never an empty page: events by name over the range, from the daily counts.
+        ctx["result"] = breakdown.events_by_name(
+            project=project, start=ctx["start"], end=ctx["end"]
+        )
+        ctx["chart"] = _breakdown_chart(ctx["result"])
+        ctx["default_answer"] = True
     return render(request, "dashboard/breakdown.html", ctx)
 
 
@@ -288,6 +330,7 @@ def _presets(project: Project) -> list[dict]:
 
 @login_required
 @with_csp
+@analytics_page
 @project_view
 def errors_page(request, project: Project):
     ctx = _context(request, project, RangeForm(request.GET or None), default_days=7)
@@ -310,6 +353,7 @@ def _event_filter(form: EventFilterForm, ctx: dict) -> events.EventFilter:
 
 @login_required
 @with_csp
+@analytics_page
 @project_view
 def events_page(request, project: Project):
     form = EventFilterForm(request.GET or None)
@@ -345,7 +389,69 @@ def export(request, project: Project, fmt: str):
     return response
 
 
+@login_required
 @with_csp
+@project_view
+def setup_page(request, project: Project):
+    """How the project's client switches over, and its ingest keys (never the operator token).
+    A key issued here a moment ago is shown once."""
+    server = clients.server_url(request=request, configured=settings.TELEMETRY_PUBLIC_URL)
+    ctx = {
+        "project": project,
+        "projects": visible_projects(user=request.user),
+        "setting": clients.for_project(project=project, server=server),
+        "keys": project_service.project_keys(project=project),
+        "can_rotate": may_rotate_keys(user=request.user, project=project),
+        "new_keys": reveal.take(request, project=project),
+    }
+    return render(request, "dashboard/setup.html", ctx)
+
+
+def _key_action(view):
+    """POST only, by a user who may rotate this project's keys; then back to the setup page."""
+
+    @functools.wraps(view)
+    def wrapped(request, project: Project, *args, **kwargs):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not may_rotate_keys(user=request.user, project=project):
+            return render(request, "dashboard/not_found.html", status=403)
+        view(request, project, *args, **kwargs)
+        return redirect("dashboard-setup", slug=project.slug)
+
+    return wrapped
+
+
+@login_required
+@with_csp
+@project_view
+@_key_action
+def issue_key(request, project: Project) -> None:
+    key = project_service.issue_ingest_key(project=project)
+    reveal.stash(request, project=project, label="Ingest key", secret=key)
+    project_service.record_key_change(
+        user=request.user, project=project, message=f"Issued ingest key {key[:10]}… (dashboard)."
+    )
+
+
+@login_required
+@with_csp
+@project_view
+@_key_action
+def revoke_key(request, project: Project, key_id: int) -> None:
+    try:
+        key = project_service.revoke_project_key(project=project, key_id=key_id, keep_last=True)
+    except ValueError as exc:
+        messages.warning(request, str(exc))
+        return
+    project_service.record_key_change(
+        user=request.user, project=project, message=f"Revoked ingest key {key.prefix}… (dashboard)."
+    )
+    messages.success(request, f"Ingest key {key.prefix}… is revoked.")
+
+
+@with_csp
+@analytics_page
 def public_page(request, slug: str):
     project = public_project(slug=slug)
     if project is None:

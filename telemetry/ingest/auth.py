@@ -6,13 +6,18 @@ operator tokens are compared with hmac.compare_digest.
 
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError
+from django.utils import timezone
 
 from telemetry.models import IngestKey, Project
+
+log = logging.getLogger(__name__)
 
 INGEST_PREFIX = "tk_"
 OPERATOR_PREFIX = "op_"
@@ -67,6 +72,26 @@ def _cached(kind: str, key: str, load):
 def forget_projects() -> None:
     """Drop cached projects and keys (called on every save in this process)."""
     _cache.clear()
+    _last_used.clear()
+
+
+# Key id → monotonic time this process last wrote its last_used_at. "Last used" is for people
+# (is this key still in use?), so minutes are precise enough, and ingest pays one UPDATE per key
+# per process per TELEMETRY_KEY_LAST_USED_SECONDS instead of one per event.
+_last_used: dict[int, float] = {}
+
+
+def _note_use(key_id: int) -> None:
+    now = time.monotonic()
+    written = _last_used.get(key_id)
+    if written is not None and now - written < settings.TELEMETRY_KEY_LAST_USED_SECONDS:
+        return
+    _last_used[key_id] = now
+    try:
+        IngestKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())
+    except DatabaseError:
+        # Bookkeeping only: the request itself fails (or not) on its own writes.
+        log.warning("could not record the last use of ingest key id %s", key_id)
 
 
 def project_by_slug(slug: str) -> Project | None:
@@ -79,15 +104,20 @@ def project_for_key(key: str | None) -> Project | None:
         return None
     digest = hash_secret(key)
 
-    def load() -> Project | None:
+    def load() -> tuple[Project, int] | None:
         row = (
             IngestKey.objects.select_related("project")
             .filter(key_hash=digest, revoked_at__isnull=True)
             .first()
         )
-        return row.project if row else None
+        return (row.project, row.pk) if row else None
 
-    return _cached("key", digest, load)
+    found = _cached("key", digest, load)
+    if found is None:
+        return None
+    project, key_id = found
+    _note_use(key_id)
+    return project
 
 
 def project_for_host(host: str) -> Project | None:

@@ -12,6 +12,7 @@ PostgreSQL that statement runs in autocommit; on SQLite it is one short transact
 import datetime as dt
 import json
 import logging
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ from django.utils import timezone
 from telemetry.ingest import limits
 from telemetry.ingest.privacy import hash_ip, ip_rate_key, redact
 from telemetry.ingest.schema import IncomingEvent
-from telemetry.models import PeriodActivity, Project
+from telemetry.models import DailyCount, PeriodActivity, Project
 from telemetry.services import partitions
 
 log = logging.getLogger(__name__)
@@ -338,9 +339,9 @@ WITH ev AS (
     ) p ORDER BY period, start, install_id
     ON CONFLICT (project_id, period, start, install_id) DO NOTHING
 ), cnt AS (
-    INSERT INTO telemetry_dailycount (project_id, day, name, events)
-    SELECT project_id, day, name, count(*) FROM d GROUP BY project_id, day, name
-    ORDER BY day, name
+    INSERT INTO telemetry_dailycount (project_id, day, name, shard, events)
+    SELECT project_id, day, name, mod(abs(hashtext(install_id)), {DailyCount.SHARDS}), count(*)
+    FROM d GROUP BY 1, 2, 3, 4 ORDER BY 2, 3, 4
     {{count_conflict}}
 )
 SELECT event_id FROM ev
@@ -407,7 +408,7 @@ def _iso(value):
 _INSTALL_TYPES = ["bigint", "text", "timestamptz", "timestamptz", "text", "text", "text", "bigint"]
 _ACTIVITY_TYPES = ["bigint", "text", "date", "int", "text", "text"]
 _PERIOD_TYPES = ["bigint", "text", "text", "date"]
-_COUNT_TYPES = ["bigint", "date", "text", "bigint"]
+_COUNT_TYPES = ["bigint", "date", "text", "int", "bigint"]
 
 
 def _row_chunks(rows: list[tuple], pg_types: list[str]):
@@ -480,11 +481,12 @@ ON CONFLICT (project_id, period, start, install_id) DO NOTHING
 """
 
 _COUNT_CONFLICT = """
-ON CONFLICT (project_id, day, name) DO UPDATE SET
+ON CONFLICT (project_id, day, name, shard) DO UPDATE SET
     events = telemetry_dailycount.events + excluded.events
 """
-_COUNT_UPSERT = "INSERT INTO telemetry_dailycount (project_id, day, name, events) {source}" + (
-    _COUNT_CONFLICT
+_COUNT_UPSERT = (
+    "INSERT INTO telemetry_dailycount (project_id, day, name, shard, events) {source}"
+    + _COUNT_CONFLICT
 )
 
 _STORE_POSTGRES_SQL = _STORE_POSTGRES.format(
@@ -549,10 +551,10 @@ def _bump_rollups(cursor, project: Project, events: list[IncomingEvent]) -> None
     ops = connection.ops
     installs: dict[str, list] = {}
     activity: dict[tuple[str, dt.date], list] = {}
-    counts: dict[tuple[dt.date, str], int] = defaultdict(int)
+    counts: dict[tuple[dt.date, str, int], int] = defaultdict(int)
     for e in sorted(events, key=lambda e: e.timestamp):
         day = e.timestamp.date()
-        counts[(day, e.name)] += 1
+        counts[(day, e.name, zlib.crc32(e.install_id.encode()) % DailyCount.SHARDS)] += 1
         if not e.install_id:
             continue
         row = installs.get(e.install_id)
@@ -610,7 +612,10 @@ def _bump_rollups(cursor, project: Project, events: list[IncomingEvent]) -> None
             ),
             (
                 _COUNT_UPSERT,
-                [(project.pk, dbdate(day), name, n) for (day, name), n in counts.items()],
+                [
+                    (project.pk, dbdate(day), name, shard, n)
+                    for (day, name, shard), n in counts.items()
+                ],
                 _COUNT_TYPES,
             ),
         ],

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from django.db import connection, transaction
 
 from telemetry.models import DailyActivity, Event, Install, PeriodActivity, Project
+from telemetry.services.cohorts import invalidate as invalidate_cohorts
 
 BATCH_SIZE = 5_000
 
@@ -58,4 +59,6 @@ def delete_install(*, project: Project, install_id: str) -> Deleted:
         deleted.counts["installs"], _ = Install.objects.filter(
             project=project, install_id=install_id
         ).delete()
+        # The retention cells counted this install; they are recounted on the next refresh.
+        invalidate_cohorts(project=project)
     return deleted

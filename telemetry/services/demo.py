@@ -2,7 +2,8 @@
 as events together with exactly the rollups the ingest pipeline would have kept for them.
 
 Each install is generated whole, so its Install and DailyActivity rows are final when written;
-PostgreSQL gets COPY (psycopg's cursor.copy), SQLite batched executemany, all in one transaction.
+PostgreSQL gets COPY (psycopg's cursor.copy), SQLite batched executemany, all in one transaction;
+then the tables are analyzed and the cohort rollup rebuilt, so the first page is planned well.
 """
 
 import datetime as dt
@@ -17,6 +18,8 @@ from django.db import connection, transaction
 from telemetry.ingest.pipeline import rebuild_period_activity
 from telemetry.models import DailyActivity, DailyCount, Event, Install, PeriodActivity, Project
 from telemetry.services import partitions
+from telemetry.services.cohorts import refresh_cohorts
+from telemetry.services.maintenance import ANALYTICS_TABLES, analyze
 
 OS_MIX = [("linux", "Linux", 0.46), ("darwin", "Darwin", 0.36), ("windows", "Windows", 0.18)]
 NAMES = [("session.start", 0.3), ("command.run", 0.42), ("tts.request", 0.2), ("app.start", 0.06)]
@@ -233,6 +236,9 @@ def seed_demo(
                 )
             writer.flush()
             rebuild_period_activity(project=project)
+    # A freshly loaded table has no statistics: plan the first page on real numbers.
+    analyze(ANALYTICS_TABLES, vacuum=True)
+    refresh_cohorts(project=project, now=now)
     return Seeded(installs=installs, events=total, activity_rows=rows_activity, days=days)
 
 

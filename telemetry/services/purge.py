@@ -131,7 +131,8 @@ def _purge_partitions(
         if present and len(expired) == len(present):
             n = _count(name)
             for p in present:
-                counts[p].deleted["events"] += _count(name, "project_id = %s", [p])
+                own = n if len(present) == 1 else _count(name, "project_id = %s", [p])
+                counts[p].deleted["events"] += own
             partitions.drop(name)
             if progress and n:
                 progress(n)

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from telemetry.models import TaskRun
-from telemetry.services import aggregates, partitions, purge, salts
+from telemetry.services import aggregates, cohorts, partitions, purge, salts
 from telemetry.services.locks import LockBusy
 
 
@@ -68,6 +68,11 @@ def _analyze_events(now: dt.datetime) -> JobResult:
     return JobResult(0, {"analyzed": partitions.PARENT})
 
 
+def _refresh_cohorts(now: dt.datetime) -> JobResult:
+    done = cohorts.refresh_stale(now=now)
+    return JobResult(sum(r.cells for r in done), {r.project: r.cells for r in done})
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -114,6 +119,13 @@ JOBS = {
             _analyze_events,
             {"minute": "30", "hour": "2"},
             "Refresh the partitioned event table's planner statistics after the purge.",
+        ),
+        Job(
+            "refresh_cohorts",
+            "telemetry.tasks.refresh_cohorts",
+            _refresh_cohorts,
+            {"minute": "*", "hour": "*"},
+            "Recount the retention grid's cells of projects with new events since the last run.",
         ),
     ]
 }

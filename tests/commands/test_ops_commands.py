@@ -56,6 +56,18 @@ def test_list_projects_prints_a_table_and_json():
     assert rows[0]["ingest_keys"] == 1
 
 
+# create_project
+
+
+def test_create_project_refuses_a_hostname_another_project_serves():
+    make_project(slug="alpha", hostnames=["telemetry.example.test"])
+    code, message = fails("create_project", "beta", "--hostname", "Telemetry.Example.test")
+    assert code == 1 and "already served by project 'alpha'" in message
+    code, message = fails("create_project", "beta", "--hostname", "https://x.test/")
+    assert code == 1 and "invalid hostname" in message
+    assert list(Project.objects.values_list("slug", flat=True)) == ["alpha"]
+
+
 # rotate_keys
 
 

@@ -1,5 +1,5 @@
-"""A real Chromium logs in and reads the overview and retention pages; the numbers it sees
-must be the API's."""
+"""A real Chromium logs in and reads the overview, retention, breakdown, errors and events
+pages; the numbers it sees must be the API's, and wide grids scroll inside their card."""
 
 import datetime as dt
 import os
@@ -96,6 +96,55 @@ def test_dashboard_in_chromium_shows_the_apis_numbers(live_server, settings, mon
             size = page.text_content(f'#retention-week tr[data-cohort="{cohort["cohort"]}"] .size')
             assert int(size) == cohort["size"]
         page.screenshot(path=str(shot_dir / "retention.png"), full_page=True)
+
+        # The 30 x 30 daily grid scrolls inside its card; the page itself never gets wider.
+        page.set_viewport_size({"width": 900, "height": 1200})
+        layout = page.evaluate(
+            """() => {
+              const card = document.querySelector('#grid-day');
+              const cohort = document.querySelector('#retention-day tr:nth-child(2) > th');
+              card.scrollLeft = 400;
+              return {
+                page: document.documentElement.scrollWidth, window: window.innerWidth,
+                inner: card.scrollWidth, outer: card.clientWidth, scrolled: card.scrollLeft,
+                sticky: getComputedStyle(cohort).position,
+                left: cohort.getBoundingClientRect().left - card.getBoundingClientRect().left,
+              };
+            }"""
+        )
+        assert layout["page"] <= layout["window"], layout
+        assert layout["inner"] > layout["outer"] and layout["scrolled"] > 0, layout
+        assert layout["sticky"] == "sticky" and abs(layout["left"]) <= 2, layout
+        page.screenshot(path=str(shot_dir / "retention-narrow.png"), full_page=True)
+        page.set_viewport_size({"width": 1400, "height": 1800})
+
+        # The breakdown page opens on events by name over the range, equal to the daily counts.
+        page.click("text=Breakdowns")
+        page.wait_for_url(re.compile(r".*/breakdown/$"))
+        shown = page.eval_on_selector_all(
+            "#breakdown tr",
+            "rows => rows.slice(1).map(r => [r.cells[0].textContent, r.cells[1].textContent])",
+        )
+        start = today - dt.timedelta(days=29)
+        by_name = page.request.get(
+            f"{live_server.url}/api/v1/projects/browser-demo/breakdown",
+            params={"property": "name", "start": str(start), "end": str(today)},
+        ).json()
+        assert sorted((k, int(v)) for k, v in shown) == sorted(
+            (r["key"], r["value"]) for r in by_name["rows"]
+        )
+        page.wait_for_function("document.querySelectorAll('canvas').length >= 1")
+        page.screenshot(path=str(shot_dir / "breakdown.png"), full_page=True)
+
+        # Errors and the events explorer render their rows.
+        page.click("text=Errors")
+        page.wait_for_url(re.compile(r".*/errors/$"))
+        assert page.locator("h1").count() == 1
+        page.screenshot(path=str(shot_dir / "errors.png"), full_page=True)
+        page.click("text=Events")
+        page.wait_for_url(re.compile(r".*/events/$"))
+        assert page.locator("table tr").count() > 1
+        page.screenshot(path=str(shot_dir / "events.png"), full_page=True)
         browser.close()
     assert not [e for e in errors if "Content Security Policy" in e], errors
     assert os.path.getsize(shot_dir / "overview.png") > 10_000

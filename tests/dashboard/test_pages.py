@@ -16,7 +16,7 @@ from tests.factories import make_project, native_event
 
 pytestmark = pytest.mark.django_db
 
-PAGES = ["", "retention/", "breakdown/", "errors/", "events/"]
+PAGES = ["", "retention/", "breakdown/", "errors/", "events/", "setup/"]
 
 
 @pytest.fixture

@@ -201,7 +201,9 @@ def postgres_behind_proxy(tmp_path):
     proxy = servers.DroppingProxy((host, port))
     try:
         servers.manage(env, "migrate", "--noinput")
-        project = servers.create_project(env, "faulty", "--install-rate", "100000/h")
+        project = servers.create_project(
+            env, "faulty", "--install-rate", "100000/h", "--ip-rate", "100000/h"
+        )
         proxy.start()
         env["DATABASE_URL"] = f"postgres://{auth}@127.0.0.1:{proxy.port}/{name}"
 

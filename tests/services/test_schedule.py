@@ -20,6 +20,7 @@ def test_migrate_created_the_default_schedule():
         "telemetry.tasks.refresh_aggregates",
         "telemetry.tasks.create_partitions",
         "telemetry.tasks.analyze_events",
+        "telemetry.tasks.refresh_cohorts",
     }
     purge = tasks["telemetry.tasks.purge_expired"].crontab
     assert (purge.minute, purge.hour, str(purge.timezone)) == ("0", "2", "UTC")
@@ -35,7 +36,7 @@ def test_it_keeps_an_operators_edits_and_restores_missing_rows():
     assert ensure_default_schedule() == ["telemetry: rotate salts"]
     purge.refresh_from_db()
     assert (purge.enabled, purge.crontab.hour, purge.crontab.minute) == (False, "4", "15")
-    assert PeriodicTask.objects.filter(name__startswith="telemetry: ").count() == 5
+    assert PeriodicTask.objects.filter(name__startswith="telemetry: ").count() == 6
     assert ensure_default_schedule() == []
 
 

@@ -1,4 +1,4 @@
-"""bench/launch.py: the one start-up helper of the benchmarks that run servers, and proof that
+"""bench/harness.py: the one start-up helper of the benchmarks that run servers, and proof that
 they do not carry copies of it."""
 
 import ast
@@ -13,15 +13,15 @@ START_UP = {"free_port", "start_server", "stop_server", "wait_ready"}
 
 
 @pytest.fixture
-def launch(monkeypatch):
+def harness(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
-    import launch
+    import harness
 
-    return launch
+    return harness
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_benchmarks_start_servers_only_through_bench_launch(script):
+def test_benchmarks_start_servers_only_through_bench_harness(script):
     tree = ast.parse((BENCH / script).read_text())
     defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert not defined & START_UP, sorted(defined & START_UP)
@@ -34,19 +34,19 @@ def test_benchmarks_start_servers_only_through_bench_launch(script):
 
 
 @pytest.mark.slow
-def test_launch_starts_waits_for_and_stops_a_server(launch, tmp_path):
-    port = launch.free_port(range(18900, 19000))
+def test_harness_starts_waits_for_and_stops_a_server(harness, tmp_path):
+    port = harness.free_port(range(18900, 19000))
     cmd = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
-    proc = launch.start(cmd, env={"PATH": "/usr/bin:/bin"}, log=tmp_path / "server.log")
+    proc = harness.start(cmd, env={"PATH": "/usr/bin:/bin"}, log=tmp_path / "server.log")
     try:
-        launch.wait_ready(port, proc, "/", seconds=15)
+        harness.wait_ready(port, proc, path="/", seconds=15)
         assert proc.poll() is None
     finally:
-        launch.stop(proc, timeout=5)
+        harness.stop(proc, timeout=5)
     assert proc.returncode is not None
 
 
-def test_wait_ready_gives_up_when_the_server_dies(launch):
-    proc = launch.start([sys.executable, "-c", "raise SystemExit(3)"], env={})
+def test_wait_ready_gives_up_when_the_server_dies(harness):
+    proc = harness.start([sys.executable, "-c", "raise SystemExit(3)"], env={})
     with pytest.raises(SystemExit, match="exited with 3"):
-        launch.wait_ready(1, proc, seconds=10)
+        harness.wait_ready(1, proc, seconds=10)

@@ -1,0 +1,230 @@
+"""Start-up and measurement helpers shared by the benchmarks: servers started in their own
+process group, readiness waits, stop by PID, worker memory, and wrk runs with a Lua script.
+
+Every server is bound to 127.0.0.1 and started with start_new_session=True, so `stop()` can end
+exactly the processes a benchmark started (the leader by its PID, then its group), nothing else.
+"""
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+BIN = Path(PY).parent
+
+# The server settings issue 10 is judged under: name -> (workers, threads per worker).
+GUNICORN = "gunicorn-sync-4"
+GRANIAN = "granian-2x4"
+SETTINGS = {GUNICORN: (4, 1), GRANIAN: (2, 4)}
+
+
+def gunicorn_cmd(app: str, port: int, workers: int = 4) -> list[str]:
+    """gunicorn with the platform's own gunicorn.conf.py (sync workers), on loopback."""
+    return [
+        str(BIN / "gunicorn"),
+        app,
+        "-c",
+        "gunicorn.conf.py",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+    ]
+
+
+def granian_cmd(app: str, port: int, workers: int = 2, threads: int = 4) -> list[str]:
+    """granian's WSGI interface: `workers` processes, each running the app on `threads`."""
+    return [
+        str(BIN / "granian"),
+        "--interface",
+        "wsgi",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--blocking-threads",
+        str(threads),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        app,
+    ]
+
+
+def server_cmd(setting: str, app: str, port: int) -> list[str]:
+    """The command for one of SETTINGS; `app` is "module:callable"."""
+    workers, threads = SETTINGS[setting]
+    if setting == GRANIAN:
+        return granian_cmd(app, port, workers, threads)
+    return gunicorn_cmd(app, port, workers)
+
+
+def free_port(ports: Iterable[int]) -> int:
+    for port in ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise SystemExit("no free port in the benchmark's range")
+
+
+def start(cmd: list[str], *, env: dict, log: Path | None = None) -> subprocess.Popen:
+    """Start `cmd` in a session of its own (so its workers can be stopped as one group)."""
+    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (closed by the child)
+    try:
+        return subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        if log:
+            out.close()
+
+
+def wait_ready(
+    port: int,
+    proc: subprocess.Popen,
+    *,
+    path: str = "/healthz",
+    any_status: bool = False,
+    seconds: float = 30,
+) -> None:
+    """Wait until GET `path` answers 200 (any status with `any_status`: an app without a health
+    route is up once it answers at all). Stops `proc` and exits if it dies or never answers."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{proc.args[0]} exited with {proc.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            status = conn.getresponse().status
+            conn.close()
+            if status == 200 or any_status:
+                return
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(0.3)
+    stop(proc)
+    raise SystemExit(f"{proc.args[0]} not ready on port {port} in {seconds:.0f} s")
+
+
+def start_server(
+    cmd: list[str], *, env: dict, port: int, path: str = "/healthz", any_status: bool = False
+) -> subprocess.Popen:
+    proc = start(cmd, env=env)
+    wait_ready(port, proc, path=path, any_status=any_status)
+    return proc
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM the leader we started (a server master stops its own workers); SIGKILL its
+    process group if it is stuck, and sweep any member the leader left behind."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    _signal_group(proc.pid, signal.SIGKILL)  # the group is ours: start() made a new session
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            kids += [int(c) for c in (task / "children").read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return kids
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0.0
+
+
+def worker_rss_mb(proc: subprocess.Popen) -> list[float]:
+    """Resident memory of each process below the leader (gunicorn or granian workers)."""
+    out, todo = [], _children(proc.pid)
+    while todo:
+        pid = todo.pop()
+        out.append(round(_rss_mb(pid), 1))
+        todo += _children(pid)
+    return out
+
+
+def total_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += _rss_mb(p)
+        todo += _children(p)
+    return round(total, 1)
+
+
+def run_wrk(
+    url: str,
+    *,
+    script: Path,
+    env: dict,
+    seconds: int,
+    connections: int,
+    threads: int = 2,
+    timeout: str = "5s",
+) -> dict:
+    """Run wrk with a Lua script whose done() prints one line `RESULT {json}`; returns that
+    JSON plus `rps` (responses per second over wrk's own measured duration)."""
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            timeout,
+            "-s",
+            str(script),
+            url,
+        ],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
+    line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no RESULT line:\n{out}")
+    result = json.loads(line[len("RESULT ") :])
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
