@@ -159,10 +159,14 @@ def merge_history(
     """
     days = [d for d, *_ in summaries]
     have = {s.day: s for s in DailySummary.objects.filter(project=project, day__in=days)}
-    have_counts = {
-        (c.day, c.name): c.events
-        for c in DailyCount.objects.filter(project=project, day__in={d for d, *_ in counts})
-    }
+    # DailyCount is spread over shard rows: compare with their sum, and put any difference
+    # into shard 0, so the day's total becomes the larger of the two.
+    have_counts: dict[tuple[dt.date, str], int] = {}
+    shard0: dict[tuple[dt.date, str], int] = {}
+    for c in DailyCount.objects.filter(project=project, day__in={d for d, *_ in counts}):
+        have_counts[(c.day, c.name)] = have_counts.get((c.day, c.name), 0) + c.events
+        if c.shard == 0:
+            shard0[(c.day, c.name)] = c.events
     rows = []
     for day, active, new, events in summaries:
         old = have.get(day)
@@ -177,7 +181,11 @@ def merge_history(
         )
     count_rows = [
         DailyCount(
-            project=project, day=day, name=name, events=max(n, have_counts.get((day, name), 0))
+            project=project,
+            day=day,
+            name=name,
+            shard=0,
+            events=shard0.get((day, name), 0) + max(0, n - have_counts.get((day, name), 0)),
         )
         for day, name, n in counts
     ]
@@ -192,7 +200,7 @@ def merge_history(
         DailyCount.objects.bulk_create(
             count_rows,
             update_conflicts=True,
-            unique_fields=["project", "day", "name"],
+            unique_fields=["project", "day", "name", "shard"],
             update_fields=["events"],
             batch_size=1000,
         )
