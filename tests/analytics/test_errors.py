@@ -22,7 +22,7 @@ from tests.factories import ingest_at, make_project
 
 
 def test_the_errors_query_uses_the_partial_index_predicate_verbatim():
-    migration = import_module("telemetry.migrations.0050_issue11_cohort_activity")
+    migration = import_module("telemetry.migrations.0007_cohort_activity")
     assert error_sql("postgresql") == migration.ERROR_SQL
 
 
