@@ -17,7 +17,7 @@ during the purge, plus --cycles purge cycles (refill the expired days, purge, VA
 
 Uses a fresh database (DATABASE_URL, default tm_bench_ev2_purge) and Redis db 7, both its own.
 Works on a plain or a time-partitioned telemetry_event: rows go in by COPY through the parent
-table, after `telemetry.services.partitions.ensure_partitions(start=, end=)` when that exists.
+table, after `telemetry.services.partitions.ensure_range(start=, end=)` when events are partitioned.
 """
 
 import argparse
@@ -88,17 +88,15 @@ def reset_database(url: str) -> None:
 
 
 def ensure_partitions(start: dt.datetime, end: dt.datetime) -> str:
-    """Create the event partitions for [start, end) when the code has partitions; else no-op."""
+    """Create the event partitions for [start, end) when the code has partitions; else no-op
+    (so the same benchmark runs on the code before partitions, for a side-by-side figure)."""
     try:
         from telemetry.services import partitions
     except ImportError:
         return "no partitions module"
-    if not hasattr(partitions, "ensure_partitions"):
-        return "no ensure_partitions"
-    try:
-        partitions.ensure_partitions(start=start, end=end)
-    except TypeError:  # a signature taking days
-        partitions.ensure_partitions(start=start.date(), end=end.date())
+    if not partitions.partitioned():
+        return "events in one table"
+    partitions.ensure_range(start=start.date(), end=end.date())
     return "ensured"
 
 
@@ -178,10 +176,17 @@ def load(project, *, events: int, days: list[int], now: dt.datetime, tag: str) -
             ["day", "name", "events"],
             ((d, nm, n) for (d, nm), n in daily.items()),
         )
+        # Shard 0 of DailyCount's (day, name) rows where the key has shards (the store after
+        # issue 10); the plain (project, day, name) key before it.
+        sharded = raw.execute(
+            "SELECT 1 FROM information_schema.columns"
+            " WHERE table_name = 'telemetry_dailycount' AND column_name = 'shard'"
+        ).fetchone()
+        key = "project_id, day, name, shard" if sharded else "project_id, day, name"
         raw.execute(
             "INSERT INTO telemetry_dailycount (project_id, day, name, events)"
             " SELECT %s, day, name, events FROM bench_counts"
-            " ON CONFLICT (project_id, day, name)"
+            f" ON CONFLICT ({key})"
             " DO UPDATE SET events = telemetry_dailycount.events + EXCLUDED.events",
             [project.pk],
         )

@@ -1,8 +1,9 @@
-"""Daily partitions of telemetry_event on PostgreSQL: create ahead, create on demand, drop.
+"""Daily partitions on PostgreSQL: create ahead, create on demand, drop.
 
-Events are range-partitioned by their own `timestamp`, one partition per UTC day, named
-telemetry_event_pYYYYMMDD. Daily, because retention is counted in whole UTC days: an expired day
-is a whole partition, so the purge drops tables instead of deleting rows. SQLite keeps one table.
+Events are range-partitioned by their own `timestamp` and daily activity by its `day`, one
+partition per UTC day, named <table>_pYYYYMMDD. Daily, because retention is counted in whole UTC
+days: an expired day is a whole partition, so the purge drops tables instead of deleting rows.
+SQLite keeps plain tables.
 """
 
 import datetime as dt
@@ -14,7 +15,10 @@ from django.db import DatabaseError, OperationalError, connection, transaction
 log = logging.getLogger(__name__)
 
 PARENT = "telemetry_event"
-_NAME = re.compile(r"^telemetry_event_p(\d{8})$")
+ACTIVITY = "telemetry_dailyactivity"
+# Each partitioned table and whether its key is a timestamp (else a date).
+PARENTS = {PARENT: True, ACTIVITY: False}
+_NAME = re.compile(r"^(telemetry_event|telemetry_dailyactivity)_p(\d{8})$")
 # Partition DDL waits at most this long for a lock: an analytics query holding the parent must
 # not make every insert queue behind a waiting CREATE or DETACH.
 LOCK_TIMEOUT = "2s"
@@ -26,70 +30,81 @@ class PartitionUnavailable(Exception):
     """A partition could not be created now (lock timeout, database down); retry later."""
 
 
-def partitioned() -> bool:
-    """Whether this database keeps events in partitions (PostgreSQL after migration 0003)."""
+def partitioned(parent: str = PARENT) -> bool:
+    """Whether this database keeps `parent` in partitions (PostgreSQL, migrations 0003/0008)."""
     if connection.vendor != "postgresql":
         return False
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT 1 FROM pg_partitioned_table WHERE partrelid = %s::regclass", [PARENT]
+            "SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(%s)", [parent]
         )
         return cursor.fetchone() is not None
 
 
-def partition_name(day: dt.date) -> str:
-    return f"{PARENT}_p{day:%Y%m%d}"
+def partition_name(day: dt.date, parent: str = PARENT) -> str:
+    return f"{parent}_p{day:%Y%m%d}"
 
 
 def day_of(name: str) -> dt.date | None:
     match = _NAME.match(name)
-    return dt.datetime.strptime(match.group(1), "%Y%m%d").date() if match else None
+    return dt.datetime.strptime(match.group(2), "%Y%m%d").date() if match else None
 
 
-def existing(*, pending: bool = False) -> dict[dt.date, str]:
-    """{day: partition name} attached to the parent; `pending` lists half-detached ones only."""
+def parent_of(name: str) -> str:
+    match = _NAME.match(name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a partition name")
+    return match.group(1)
+
+
+def existing(*, pending: bool = False, parent: str = PARENT) -> dict[dt.date, str]:
+    """{day: partition name} attached to `parent`; `pending` lists half-detached ones only."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
             " WHERE i.inhparent = %s::regclass AND i.inhdetachpending = %s",
-            [PARENT, pending],
+            [parent, pending],
         )
         names = [row[0] for row in cursor.fetchall()]
     return {day: name for name in names if (day := day_of(name)) is not None}
 
 
-def create_sql(day: dt.date) -> str:
-    start = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
-    end = start + dt.timedelta(days=1)
+def create_sql(day: dt.date, parent: str = PARENT) -> str:
+    if PARENTS[parent]:
+        start = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
+        bounds = (start.isoformat(), (start + dt.timedelta(days=1)).isoformat())
+    else:
+        bounds = (day.isoformat(), (day + dt.timedelta(days=1)).isoformat())
     return (
-        f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF {PARENT}"
-        f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+        f"CREATE TABLE IF NOT EXISTS {partition_name(day, parent)} PARTITION OF {parent}"
+        f" FOR VALUES FROM ('{bounds[0]}') TO ('{bounds[1]}')"
     )
 
 
 def ensure(days: set[dt.date] | list[dt.date], *, cursor=None) -> list[dt.date]:
-    """Create the missing partitions among `days`; returns the days created.
-
-    Safe to race: a partition created meanwhile by another process counts as present.
+    """Create the missing partitions among `days`, in every partitioned table; returns the days
+    for which some partition was created. Safe to race: one created meanwhile counts as present.
     """
     wanted = set(days)
-    if wanted & set(existing(pending=True)):
-        finish_pending()  # a killed purge was dropping that day: finish, then start it anew
-    missing = sorted(wanted - set(existing()))
-    created = []
-    for day in missing:
-        try:
-            with transaction.atomic(), connection.cursor() as c:
-                c.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-                c.execute(create_sql(day))
-            created.append(day)
-        except DatabaseError as exc:
-            if day in existing():
-                continue  # another process won the race
-            raise PartitionUnavailable(f"partition for {day}: {type(exc).__name__}") from exc
+    created: set[dt.date] = set()
+    for parent in PARENTS:
+        if not partitioned(parent):
+            continue
+        if wanted & set(existing(pending=True, parent=parent)):
+            finish_pending()  # a killed purge was dropping that day: finish, then start anew
+        for day in sorted(wanted - set(existing(parent=parent))):
+            try:
+                with transaction.atomic(), connection.cursor() as c:
+                    c.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                    c.execute(create_sql(day, parent))
+                created.add(day)
+            except DatabaseError as exc:
+                if day in existing(parent=parent):
+                    continue  # another process won the race
+                raise PartitionUnavailable(f"{parent} for {day}: {type(exc).__name__}") from exc
     if created:
-        log.info("created event partitions for %s", ", ".join(map(str, created)))
-    return created
+        log.info("created partitions for %s", ", ".join(map(str, sorted(created))))
+    return sorted(created)
 
 
 def ensure_range(*, start: dt.date, end: dt.date) -> list[dt.date]:
@@ -132,7 +147,7 @@ def drop(name: str) -> None:
                 # Rows written earlier in a caller's transaction still owe their FK checks.
                 cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             cursor.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'")
-            cursor.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {name}")
+            cursor.execute(f"ALTER TABLE {parent_of(name)} DETACH PARTITION {name}")
             cursor.execute(f"DROP TABLE {name}")
         return
     except OperationalError:
@@ -141,7 +156,7 @@ def drop(name: str) -> None:
     with connection.cursor() as cursor:
         cursor.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
         try:
-            cursor.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {name} CONCURRENTLY")
+            cursor.execute(f"ALTER TABLE {parent_of(name)} DETACH PARTITION {name} CONCURRENTLY")
             cursor.execute(f"DROP TABLE {name}")
         finally:
             cursor.execute("SET lock_timeout = 0")
@@ -154,11 +169,14 @@ def finish_pending() -> list[str]:
     if connection.in_atomic_block:
         with connection.cursor() as cursor:
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # as in drop()
-    for name in existing(pending=True).values():
-        with connection.cursor() as cursor:
-            cursor.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {name} FINALIZE")
-            cursor.execute(f"DROP TABLE {name}")
-        done.append(name)
+    for parent in PARENTS:
+        if not partitioned(parent):
+            continue
+        for name in existing(pending=True, parent=parent).values():
+            with connection.cursor() as cursor:
+                cursor.execute(f"ALTER TABLE {parent} DETACH PARTITION {name} FINALIZE")
+                cursor.execute(f"DROP TABLE {name}")
+            done.append(name)
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -172,11 +190,62 @@ def finish_pending() -> list[str]:
     return done
 
 
-def analyze_parent() -> None:
-    """Refresh the parent's inherited statistics (autovacuum never analyses a partitioned
+def analyze_parent() -> list[str]:
+    """Refresh the parents' inherited statistics (autovacuum never analyses a partitioned
     parent); every partition is sampled, so this runs as its own daily job."""
+    done = [parent for parent in PARENTS if partitioned(parent)]
     with connection.cursor() as cursor:
-        cursor.execute(f"ANALYZE {PARENT}")
+        for parent in done:
+            cursor.execute(f"ANALYZE {parent}")
+    return done
+
+
+def move_into_partitions(cursor, *, table: str, key: str, days: set[dt.date]) -> None:
+    """Turn the plain `table` into daily range partitions by `key`, copying every row and
+    keeping ids, indexes (recreated on the parent, with `key` added to the primary key) and
+    foreign keys. One transaction with the caller's; holds the table exclusively meanwhile."""
+    old = f"{table}_old"
+    cursor.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    # Definitions are read before the rename, so they name `table`, which the new parent takes.
+    cursor.execute(
+        "SELECT coalesce('ALTER TABLE ' || %s || ' ADD CONSTRAINT ' || quote_ident(conname)"
+        " || ' ' || pg_get_constraintdef(pg_constraint.oid), pg_get_indexdef(indexrelid)),"
+        " indexrelid::regclass::text, conname, contype"
+        " FROM pg_index LEFT JOIN pg_constraint ON conindid = indexrelid AND conrelid = indrelid"
+        " WHERE indrelid = %s::regclass",
+        [table, table],
+    )
+    indexes = cursor.fetchall()
+    cursor.execute(
+        "SELECT pg_get_constraintdef(oid), conname FROM pg_constraint"
+        " WHERE conrelid = %s::regclass AND contype = 'f'",
+        [table],
+    )
+    foreign = cursor.fetchall()
+    cursor.execute(f"ALTER TABLE {table} RENAME TO {old}")
+    for _definition, index, constraint, _kind in indexes:
+        if constraint:
+            cursor.execute(f"ALTER TABLE {old} DROP CONSTRAINT {constraint}")
+        else:
+            cursor.execute(f"DROP INDEX {index}")
+    cursor.execute(
+        f"CREATE TABLE {table} (LIKE {old} INCLUDING DEFAULTS) PARTITION BY RANGE ({key})"
+    )
+    sequence = f"{table}_id_seq_v2"
+    cursor.execute(f"CREATE SEQUENCE {sequence} OWNED BY {table}.id")
+    cursor.execute(f"ALTER TABLE {table} ALTER COLUMN id SET DEFAULT nextval('{sequence}')")
+    cursor.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (id, {key})")
+    for day in sorted(days):
+        cursor.execute(create_sql(day, table))
+    cursor.execute(f"INSERT INTO {table} SELECT * FROM {old}")
+    cursor.execute(f"SELECT setval('{sequence}', GREATEST((SELECT max(id) FROM {old}), 1))")
+    for definition, _index, _constraint, kind in indexes:
+        if kind != "p":  # the primary key was made above, with the partition key in it
+            cursor.execute(definition)
+    for definition, name in foreign:
+        cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}")
+    cursor.execute(f"DROP TABLE {old}")
+    cursor.execute(f"ANALYZE {table}")
 
 
 def event_days(cursor, table: str) -> list[dt.date]:

@@ -114,16 +114,18 @@ def _purge_partitions(
     batch_size: int,
     pause: float,
     progress: Callable[[int], None] | None,
+    parent: str,
+    label: str,
 ) -> set[str]:
-    """Drop each daily partition every present project has expired; delete the remainder.
+    """Drop each daily partition of `parent` that every present project has expired; delete
+    the remainder. Counts go to `label`.
 
     `keep_from` holds the first kept day of the projects being purged (already snapshotted);
     a partition that also holds rows of a project outside it is never dropped.
     """
-    partitions.finish_pending()
     latest = max(keep_from.values())
     touched = set()
-    for day, name in sorted(partitions.existing().items()):
+    for day, name in sorted(partitions.existing(parent=parent).items()):
         if day >= latest:
             break
         present = partitions.projects_in(name)
@@ -132,7 +134,7 @@ def _purge_partitions(
             n = _count(name)
             for p in present:
                 own = n if len(present) == 1 else _count(name, "project_id = %s", [p])
-                counts[p].deleted["events"] += own
+                counts[p].deleted[label] += own
             partitions.drop(name)
             if progress and n:
                 progress(n)
@@ -140,7 +142,7 @@ def _purge_partitions(
             if expired:
                 touched.add(name)
             for p in expired:
-                counts[p].deleted["events"] += _delete_all(
+                counts[p].deleted[label] += _delete_all(
                     name,
                     "project_id = %s",
                     [p],
@@ -183,21 +185,19 @@ def _purge_rows(
         )
 
 
-def _analyze(counts: list[PurgeCounts], touched: set[str]) -> None:
+def _analyze(counts: list[PurgeCounts], touched: set[str], *, partitioned: set[str]) -> None:
     """Every bulk write leaves the database ready to plan (STYLE 16).
 
     Dropped partitions leave the others' statistics as they were; the partitions rows were
-    deleted from are analysed here. The parent's inherited statistics need a pass over every
+    deleted from are analysed here. A parent's inherited statistics need a pass over every
     partition (seconds at 10M rows): the daily `analyze_events` job does that, not the purge.
     """
     tables = {
         model._meta.db_table
         for label, model, *_ in _TARGETS
-        if label != "events" and any(c.deleted.get(label) for c in counts)
+        if label not in partitioned and any(c.deleted.get(label) for c in counts)
     }
     tables |= touched
-    if partitions.PARENT in tables and partitions.partitioned():
-        tables.discard(partitions.PARENT)
     if connection.vendor != "postgresql" or not tables:
         return
     with connection.cursor() as cursor:
@@ -237,11 +237,21 @@ def _purge(
         results[p.pk].summaries = aggregates.snapshot_expiring(project=p, now=now)
     labels = {label for label, *_ in _TARGETS}
     touched: set[str] = set()
-    if projects and partitions.partitioned():
-        touched = _purge_partitions(
-            keep_from, results, batch_size=batch_size, pause=pause, progress=progress
-        )
-        labels.discard("events")
+    if projects:
+        partitions.finish_pending()
+    # Events before activity, as below: a killed run never leaves activity without its events.
+    for parent, label in ((partitions.PARENT, "events"), (partitions.ACTIVITY, "daily_activity")):
+        if projects and partitions.partitioned(parent):
+            touched |= _purge_partitions(
+                keep_from,
+                results,
+                batch_size=batch_size,
+                pause=pause,
+                progress=progress,
+                parent=parent,
+                label=label,
+            )
+            labels.discard(label)
     for p in projects:
         _purge_rows(
             p,
@@ -253,9 +263,7 @@ def _purge(
             progress=progress,
         )
     counts = [results[p.pk] for p in projects]
-    if not partitions.partitioned() and any(c.deleted["events"] for c in counts):
-        touched.add(Event._meta.db_table)
-    _analyze(counts, touched)
+    _analyze(counts, touched, partitioned={name for name, *_ in _TARGETS} - labels)
     return counts
 
 

@@ -63,9 +63,8 @@ def _partitions(now: dt.datetime) -> JobResult:
 
 def _analyze_events(now: dt.datetime) -> JobResult:
     if not partitions.partitioned():
-        return JobResult(0, {"skipped": "autovacuum analyses this database's event table"})
-    partitions.analyze_parent()
-    return JobResult(0, {"analyzed": partitions.PARENT})
+        return JobResult(0, {"skipped": "autovacuum analyses this database's tables"})
+    return JobResult(0, {"analyzed": partitions.analyze_parent()})
 
 
 def _refresh_cohorts(now: dt.datetime) -> JobResult:

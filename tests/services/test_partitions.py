@@ -11,7 +11,7 @@ from django.db import connection
 
 from telemetry.ingest import pipeline
 from telemetry.ingest.schema import IncomingEvent
-from telemetry.models import DailyCount, DailySummary, Event
+from telemetry.models import DailyActivity, DailyCount, DailySummary, Event
 from telemetry.services import partitions, purge
 from tests.factories import ingest_at, make_project
 
@@ -63,6 +63,19 @@ def test_a_purge_drops_whole_expired_days_and_keeps_the_rest():
         assert days_ago(n).date() not in existing  # dropped, not emptied
     for n in (30, 29, 1):
         assert days_ago(n).date() in existing
+
+
+def test_expired_days_of_daily_activity_are_dropped_whole_too():
+    p = make_project(retention_days=30).project
+    for n in (40, 1):
+        ingest_at(p, days_ago(n), "inst_activity1")
+    activity = partitions.existing(parent=partitions.ACTIVITY)
+    assert {days_ago(40).date(), days_ago(1).date()} <= set(activity)
+    (result,) = purge.purge(now=NOW)
+    assert result.deleted["daily_activity"] == 1
+    assert list(DailyActivity.objects.values_list("day", flat=True)) == [days_ago(1).date()]
+    activity = partitions.existing(parent=partitions.ACTIVITY)
+    assert days_ago(40).date() not in activity and days_ago(1).date() in activity
 
 
 def test_the_first_kept_day_starts_at_midnight_utc_exactly():
