@@ -165,7 +165,9 @@ def drop(name: str) -> None:
 def finish_pending() -> list[str]:
     """Finish what a killed purge left: detaches still pending, and partitions it detached but
     did not drop (tables named like a partition that belong to no parent)."""
-    done = []
+    done: list[str] = []
+    if connection.vendor != "postgresql":
+        return done
     if connection.in_atomic_block:
         with connection.cursor() as cursor:
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # as in drop()

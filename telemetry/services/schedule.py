@@ -110,14 +110,14 @@ JOBS = {
             "telemetry.tasks.create_partitions",
             _partitions,
             {"minute": "15", "hour": "*"},
-            "Create the event partitions for yesterday to a week ahead (PostgreSQL).",
+            "Create event and activity partitions, yesterday to a week ahead (PostgreSQL).",
         ),
         Job(
             "analyze_events",
             "telemetry.tasks.analyze_events",
             _analyze_events,
             {"minute": "30", "hour": "2"},
-            "Refresh the partitioned event table's planner statistics after the purge.",
+            "Refresh the partitioned tables' planner statistics after the purge.",
         ),
         Job(
             "refresh_cohorts",
