@@ -133,6 +133,27 @@ def projects_in(name: str) -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
+def drop_many(names: list[str], *, chunk: int = 16) -> None:
+    """Drop several partitions, up to `chunk` per transaction (one commit, one brief exclusive
+    lock on the parent for all of them); a chunk that cannot get its lock in time is dropped
+    one by one through `drop`."""
+    for start in range(0, len(names), chunk):
+        group = names[start : start + chunk]
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                if connection.in_atomic_block:
+                    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+                cursor.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'")
+                for name in group:
+                    cursor.execute(f"ALTER TABLE {parent_of(name)} DETACH PARTITION {name}")
+                cursor.execute("DROP TABLE " + ", ".join(group))
+        except OperationalError:
+            if connection.in_atomic_block:
+                raise
+            for name in group:
+                drop(name)
+
+
 def drop(name: str) -> None:
     """Detach one partition and drop it, holding the parent for milliseconds at most.
 

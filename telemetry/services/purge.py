@@ -125,6 +125,7 @@ def _purge_partitions(
     """
     latest = max(keep_from.values())
     touched = set()
+    dropping = []
     for day, name in sorted(partitions.existing(parent=parent).items()):
         if day >= latest:
             break
@@ -135,7 +136,7 @@ def _purge_partitions(
             for p in present:
                 own = n if len(present) == 1 else _count(name, "project_id = %s", [p])
                 counts[p].deleted[label] += own
-            partitions.drop(name)
+            dropping.append(name)
             if progress and n:
                 progress(n)
         else:
@@ -150,6 +151,7 @@ def _purge_partitions(
                     pause=pause,
                     progress=progress,
                 )
+    partitions.drop_many(dropping)
     return touched
 
 
