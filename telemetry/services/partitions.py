@@ -9,6 +9,7 @@ SQLite keeps plain tables.
 import datetime as dt
 import logging
 import re
+import time
 
 from django.db import DatabaseError, OperationalError, connection, transaction
 
@@ -133,11 +134,13 @@ def projects_in(name: str) -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def drop_many(names: list[str], *, chunk: int = 16) -> None:
+def drop_many(names: list[str], *, chunk: int = 16, pause: float = 0.0) -> None:
     """Drop several partitions, up to `chunk` per transaction (one commit, one brief exclusive
     lock on the parent for all of them); a chunk that cannot get its lock in time is dropped
     one by one through `drop`."""
     for start in range(0, len(names), chunk):
+        if start and pause:
+            time.sleep(pause)
         group = names[start : start + chunk]
         try:
             with transaction.atomic(), connection.cursor() as cursor:

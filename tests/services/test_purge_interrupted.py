@@ -32,6 +32,7 @@ import datetime as dt, os, django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django.setup()
 from telemetry.services import purge
+purge.DROP_CHUNK = 1  # one day per transaction, so the kill can land between two of them
 purge.purge(now=dt.datetime.fromisoformat(os.environ["PURGE_NOW"]), batch_size=3, pause=0.02)
 """
 
