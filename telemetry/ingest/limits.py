@@ -74,6 +74,18 @@ return counts
 """
 
 
+def _prepare(charges: list[Charge]) -> list[tuple[str, int, int, int]]:
+    """(cache key, window end, limit, period) of each counter, as django-ratelimit names them."""
+    prepared = []
+    for c in charges:
+        limit, period = _split_rate(c.rate)
+        window = _get_window(c.value, period)
+        prepared.append(
+            (_make_cache_key(c.group, window, c.rate, c.value, None), window, limit, period)
+        )
+    return prepared
+
+
 def charge(charges: list[Charge]) -> list[Usage]:
     """Atomically add each charge to its counter; one Usage per charge, in order.
 
@@ -83,13 +95,7 @@ def charge(charges: list[Charge]) -> list[Usage]:
     if not charges:
         return []
     cache = caches[settings.RATELIMIT_USE_CACHE]
-    prepared = []
-    for c in charges:
-        limit, period = _split_rate(c.rate)
-        window = _get_window(c.value, period)
-        prepared.append(
-            (_make_cache_key(c.group, window, c.rate, c.value, None), window, limit, period)
-        )
+    prepared = _prepare(charges)
     try:
         redis = _redis_client(cache)
         if redis is not None:
@@ -185,13 +191,7 @@ def admit(
     script call; on the embedded cache, one atomic add per claim and one add + incr per counter.
     """
     cache = caches[settings.RATELIMIT_USE_CACHE]
-    prepared = []
-    for c in counters:
-        limit, period = _split_rate(c.rate)
-        window = _get_window(c.value, period)
-        prepared.append(
-            (_make_cache_key(c.group, window, c.rate, c.value, None), window, limit, period)
-        )
+    prepared = _prepare(counters)
     try:
         redis = _redis_client(cache)
         if redis is not None:
