@@ -304,16 +304,21 @@ class ProjectKeysAdminMixin:
         }
         return TemplateResponse(request, "admin/telemetry/project/confirm.html", context)
 
-    def issue_key_view(self, request, project_id: int):
+    def _confirm_then(self, request, project_id: int, act, **confirm):
+        """GET asks for confirmation; POST does `act(request, project)` and shows the secret."""
         project = self._project_for_change(request, project_id)
         if request.method == "POST":
-            self._issue_key(request, project)
+            act(request, project)
             return HttpResponseRedirect(reverse("admin:telemetry_project_secrets"))
         if request.method != "GET":
             return HttpResponseNotAllowed(["GET", "POST"])
-        return self._confirm(
+        return self._confirm(request, project, **confirm)
+
+    def issue_key_view(self, request, project_id: int):
+        return self._confirm_then(
             request,
-            project,
+            project_id,
+            self._issue_key,
             title="Issue a new ingest key",
             text="A new key is issued and shown once. The current keys stay valid until you"
             " revoke them, so clients can be moved over first.",
@@ -321,15 +326,10 @@ class ProjectKeysAdminMixin:
         )
 
     def rotate_token_view(self, request, project_id: int):
-        project = self._project_for_change(request, project_id)
-        if request.method == "POST":
-            self._rotate_token(request, project)
-            return HttpResponseRedirect(reverse("admin:telemetry_project_secrets"))
-        if request.method != "GET":
-            return HttpResponseNotAllowed(["GET", "POST"])
-        return self._confirm(
+        return self._confirm_then(
             request,
-            project,
+            project_id,
+            self._rotate_token,
             title="Rotate the operator token",
             text="A new operator token is issued and shown once. The current token stops"
             " working at once: update every script and reader that uses it.",
