@@ -405,36 +405,13 @@ def _iso(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-_INSTALL_TYPES = ["bigint", "text", "timestamptz", "timestamptz", "text", "text", "text", "bigint"]
-_ACTIVITY_TYPES = ["bigint", "text", "date", "int", "text", "text"]
-_PERIOD_TYPES = ["bigint", "text", "text", "date"]
-_COUNT_TYPES = ["bigint", "date", "text", "int", "bigint"]
-
-
-def _row_chunks(rows: list[tuple], pg_types: list[str]):
-    """Yield (source, params) pairs covering `rows` for an INSERT's row source.
-
-    PostgreSQL gets the whole batch as one JSON document read by jsonb_to_recordset: measured
-    several times cheaper than thousands of `%s` (or arrays) for the driver to adapt.
-    SQLite gets multi-row VALUES in chunks under its variable limit.
-    """
-    if connection.vendor == "postgresql":
-        columns = ",".join(f"c{i} {t}" for i, t in enumerate(pg_types))
-        names = ",".join(f"c{i}" for i in range(len(pg_types)))
-        keys = [f"c{i}" for i in range(len(pg_types))]
-        document = _dumps([dict(zip(keys, row, strict=True)) for row in rows])
-        yield f"SELECT {names} FROM jsonb_to_recordset(%s::jsonb) AS x({columns})", [document]
-        return
-    json_columns = [i for i, t in enumerate(pg_types) if t == "jsonb"]
-    placeholder = "(" + ",".join(["%s"] * len(pg_types)) + ")"
+def _values_chunks(rows: list[tuple]):
+    """Yield (VALUES source, params) pairs covering `rows`, in chunks under SQLite's variable
+    limit (PostgreSQL writes rollups inside _STORE_POSTGRES instead)."""
     for start in range(0, len(rows), 500):
-        params = []
-        for row in rows[start : start + 500]:
-            row = list(row)
-            for i in json_columns:
-                row[i] = _dumps(row[i])
-            params.extend(row)
-        yield "VALUES " + ",".join([placeholder] * (len(params) // len(pg_types))), params
+        chunk = rows[start : start + 500]
+        placeholder = "(" + ",".join(["%s"] * len(chunk[0])) + ")"
+        yield "VALUES " + ",".join([placeholder] * len(chunk)), [v for row in chunk for v in row]
 
 
 _INSTALL_CONFLICT = """
@@ -526,25 +503,13 @@ def rebuild_period_activity(*, project: Project) -> None:
         )
 
 
-def _upsert(cursor, upserts: list[tuple[str, list[tuple], list[str]]]) -> None:
-    """Run multi-row upserts given as (sql, rows, PostgreSQL column types).
-
-    Rows are unique by conflict key (PostgreSQL insists) and sorted, so concurrent batches lock
-    rollup rows in one order and cannot deadlock. PostgreSQL gets them all as one statement
-    (data-modifying CTEs), one round trip; SQLite runs them in turn.
-    """
-    statements = []
-    for sql, rows, pg_types in upserts:
+def _upsert(cursor, upserts: list[tuple[str, list[tuple]]]) -> None:
+    """Run multi-row upserts given as (sql, rows), each row set sorted by its conflict key so
+    concurrent writers lock rollup rows in one order (SQLite's rollup path)."""
+    for sql, rows in upserts:
         if rows:
-            for source, params in _row_chunks(sorted(rows), pg_types):
-                statements.append((sql.format(source=source), params))
-    if connection.vendor == "postgresql" and len(statements) > 1:
-        *first, (last_sql, last_params) = statements
-        ctes = ", ".join(f"u{i} AS ({sql})" for i, (sql, _) in enumerate(first))
-        params = [p for _, ps in first for p in ps] + list(last_params)
-        statements = [(f"WITH {ctes} {last_sql}", params)]
-    for sql, params in statements:
-        cursor.execute(sql, params)
+            for source, params in _values_chunks(sorted(rows)):
+                cursor.execute(sql.format(source=source), params)
 
 
 def _bump_rollups(cursor, project: Project, events: list[IncomingEvent]) -> None:
@@ -595,7 +560,6 @@ def _bump_rollups(cursor, project: Project, events: list[IncomingEvent]) -> None
                     (project.pk, install_id, dbtime(first), dbtime(last), v1, v2, os_name, n)
                     for install_id, (first, last, v1, v2, os_name, n) in installs.items()
                 ],
-                _INSTALL_TYPES,
             ),
             (
                 _ACTIVITY_UPSERT,
@@ -603,12 +567,10 @@ def _bump_rollups(cursor, project: Project, events: list[IncomingEvent]) -> None
                     (project.pk, install_id, dbdate(day), n, version, os_name)
                     for (install_id, day), (n, version, os_name) in activity.items()
                 ],
-                _ACTIVITY_TYPES,
             ),
             (
                 _PERIOD_INSERT,
                 [(project.pk, i, kind, dbdate(start)) for i, kind, start in periods],
-                _PERIOD_TYPES,
             ),
             (
                 _COUNT_UPSERT,
@@ -616,7 +578,6 @@ def _bump_rollups(cursor, project: Project, events: list[IncomingEvent]) -> None
                     (project.pk, dbdate(day), name, shard, n)
                     for (day, name, shard), n in counts.items()
                 ],
-                _COUNT_TYPES,
             ),
         ],
     )
