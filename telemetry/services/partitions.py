@@ -82,7 +82,7 @@ def create_sql(day: dt.date, parent: str = PARENT) -> str:
     )
 
 
-def ensure(days: set[dt.date] | list[dt.date], *, cursor=None) -> list[dt.date]:
+def ensure(days: set[dt.date] | list[dt.date]) -> list[dt.date]:
     """Create the missing partitions among `days`, in every partitioned table; returns the days
     for which some partition was created. Safe to race: one created meanwhile counts as present.
     """
@@ -135,48 +135,43 @@ def projects_in(name: str) -> list[int]:
 
 
 def drop_many(names: list[str], *, chunk: int = 16, pause: float = 0.0) -> None:
-    """Drop several partitions, up to `chunk` per transaction (one commit, one brief exclusive
-    lock on the parent for all of them); a chunk that cannot get its lock in time is dropped
-    one by one through `drop`."""
+    """Detach and drop partitions, holding a parent for milliseconds at most.
+
+    Up to `chunk` go in one transaction (one commit, one brief exclusive lock on the parent).
+    A plain DETACH waits at most DROP_LOCK_TIMEOUT for that lock, so ingest never queues behind
+    it for long; a group that cannot get it is retried one by one, and a partition that still
+    cannot falls back to DETACH … CONCURRENTLY, which never blocks inserts. Killed half-way,
+    that leaves the partition "detach pending", which `finish_pending` completes next run.
+    """
     for start in range(0, len(names), chunk):
         if start and pause:
             time.sleep(pause)
         group = names[start : start + chunk]
-        try:
-            with transaction.atomic(), connection.cursor() as cursor:
-                if connection.in_atomic_block:
-                    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-                cursor.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'")
-                for name in group:
-                    cursor.execute(f"ALTER TABLE {parent_of(name)} DETACH PARTITION {name}")
-                cursor.execute("DROP TABLE " + ", ".join(group))
-        except OperationalError:
-            if connection.in_atomic_block:
-                raise
-            for name in group:
-                drop(name)
+        if _detach_and_drop(group):
+            continue
+        for name in group:
+            if len(group) == 1 or not _detach_and_drop([name]):
+                _detach_concurrently_and_drop(name)
 
 
-def drop(name: str) -> None:
-    """Detach one partition and drop it, holding the parent for milliseconds at most.
-
-    A plain DETACH needs a moment of exclusive lock on the parent: it waits at most
-    DROP_LOCK_TIMEOUT (ingest queues behind it no longer), then falls back to DETACH …
-    CONCURRENTLY, which never blocks inserts but costs two transactions. Killed half-way, that
-    leaves the partition "detach pending", which `finish_pending` completes on the next run.
-    """
+def _detach_and_drop(names: list[str]) -> bool:
+    """One transaction; False when the lock budget ran out (nothing changed then)."""
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            if connection.in_atomic_block:
-                # Rows written earlier in a caller's transaction still owe their FK checks.
-                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            # Rows written earlier in a caller's transaction still owe their FK checks.
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             cursor.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'")
-            cursor.execute(f"ALTER TABLE {parent_of(name)} DETACH PARTITION {name}")
-            cursor.execute(f"DROP TABLE {name}")
-        return
+            for name in names:
+                cursor.execute(f"ALTER TABLE {parent_of(name)} DETACH PARTITION {name}")
+            cursor.execute("DROP TABLE " + ", ".join(names))
+        return True
     except OperationalError:
         if connection.in_atomic_block:
-            raise  # CONCURRENTLY cannot run inside a transaction
+            raise  # CONCURRENTLY cannot run inside a caller's transaction
+        return False
+
+
+def _detach_concurrently_and_drop(name: str) -> None:
     with connection.cursor() as cursor:
         cursor.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
         try:
@@ -194,7 +189,7 @@ def finish_pending() -> list[str]:
         return done
     if connection.in_atomic_block:
         with connection.cursor() as cursor:
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # as in drop()
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # as in _detach_and_drop()
     for parent in PARENTS:
         if not partitioned(parent):
             continue
