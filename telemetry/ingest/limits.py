@@ -8,6 +8,7 @@ charges all its events at once) and, on Redis, every counter of a request in one
 import contextlib
 import logging
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -241,20 +242,16 @@ def _added(fresh: list[bool], installs: list[int], ncounters: int) -> list[int]:
 def give_back(admission: Admission, events: list[int], *, release: bool = True) -> None:
     """Refund the hits of `events` (indexes into the admitted request) and, with `release`,
     drop their claims so a retry is not taken for a duplicate. Best effort, like refund()."""
-    hits: dict[str, int] = {}
+    hits: dict[str, int] = defaultdict(int)
     claims = []
     for i in events:
         if not admission.fresh[i]:
-            continue
-        client = admission.usages[0].key
-        hits[client] = hits.get(client, 0) + 1
+            continue  # a duplicate was charged nothing and claimed nothing
+        hits[admission.usages[0].key] += 1
+        if admission.install_of[i]:
+            hits[admission.usages[admission.install_of[i]].key] += 1
         if admission.claim_keys[i] and release:
             claims.append(admission.claim_keys[i])
-    for i in events:
-        install = admission.install_of[i] if admission.fresh[i] else 0
-        if install:
-            key = admission.usages[install].key
-            hits[key] = hits.get(key, 0) + 1
     refund(hits)
     if claims:
         release_claims(claims)

@@ -98,9 +98,8 @@ def _cohort_activity(project: Project, first_week: dt.date, last_week: dt.date) 
     A join of the activity rows to their install, where a per-row subquery for first_seen
     measured 1.1 s of a 1M-event purge's snapshot (bench/RESULTS.md).
     """
-    first_seen = (
-        "i.first_seen AT TIME ZONE 'UTC'" if connection.vendor == "postgresql" else ("i.first_seen")
-    )
+    postgres = connection.vendor == "postgresql"
+    first_seen = "i.first_seen AT TIME ZONE 'UTC'" if postgres else "i.first_seen"
     cohort, week = _week_sql(first_seen), _week_sql("a.day")
     ops = connection.ops
     with connection.cursor() as cursor:
@@ -117,15 +116,11 @@ def _cohort_activity(project: Project, first_week: dt.date, last_week: dt.date) 
                 ops.adapt_datetimefield_value(day_start(last_week + dt.timedelta(days=7))),
             ],
         )
-        return [
-            (
-                dt.date.fromisoformat(c) if isinstance(c, str) else c,
-                dt.date.fromisoformat(w) if isinstance(w, str) else w,
-                n,
-            )
-            for c, w, n in cursor.fetchall()
-        ]
+        return [(_as_date(c), _as_date(w), n) for c, w, n in cursor.fetchall()]
 
 
 def _as_date(value) -> dt.date:
+    """A date from what a driver returns for one: a datetime, a date, or SQLite's text."""
+    if isinstance(value, str):
+        return dt.date.fromisoformat(value)
     return value.date() if isinstance(value, dt.datetime) else value
