@@ -1,4 +1,5 @@
-"""Middleware: host-based routing of front doors, and the rule that nothing answers 500."""
+"""Middleware: host-based routing of front doors, the ingest fast path, and the rule that
+nothing answers 500."""
 
 import logging
 
@@ -11,6 +12,7 @@ from django.core.exceptions import (
 )
 from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.urls import Resolver404, resolve
 
 from telemetry.checks import COLLECTSTATIC_HINT
 from telemetry.ingest.auth import project_for_host
@@ -39,19 +41,24 @@ class NeverServerErrorMiddleware:
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if isinstance(exception, CLIENT_ERRORS):
-            return None  # Django answers these with their own 4xx
-        if settings.DEBUG and not isinstance(exception, DatabaseError):
-            return None
-        service = "database" if isinstance(exception, DatabaseError) else "server"
-        log.error(
-            "unhandled %s on %s %s%s",
-            type(exception).__name__,
-            request.method,
-            request.path_info,
-            _configuration_hint(exception),
-        )
-        return service_unavailable(service)
+        return unexpected_error(request, exception)
+
+
+def unexpected_error(request: HttpRequest, exception: Exception) -> HttpResponse | None:
+    """The logged 503 for an exception no view handled; None for the ones Django answers."""
+    if isinstance(exception, CLIENT_ERRORS):
+        return None  # Django answers these with their own 4xx
+    if settings.DEBUG and not isinstance(exception, DatabaseError):
+        return None
+    service = "database" if isinstance(exception, DatabaseError) else "server"
+    log.error(
+        "unhandled %s on %s %s%s",
+        type(exception).__name__,
+        request.method,
+        request.path_info,
+        _configuration_hint(exception),
+    )
+    return service_unavailable(service)
 
 
 def _configuration_hint(exception: Exception) -> str:
@@ -100,3 +107,32 @@ def _host_without_port(host: str) -> str:
     if host.startswith("["):  # [::1]:8000
         return host[: host.find("]") + 1]
     return host.rsplit(":", 1)[0]
+
+
+class IngestFastPathMiddleware:
+    """A POST to an ingest view (marked `ingest = True`: the native API and the front doors) is
+    answered here, below host routing, without the browser middleware after this one: sessions,
+    CSRF (every ingest view is exempt), authentication and messages serve no purpose there and
+    cost a share of the hot path (bench/RESULTS.md). Its response gets the same headers."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method == "POST":
+            try:
+                match = resolve(request.path_info)
+            except Resolver404:
+                match = None
+            if match is not None and getattr(match.func, "ingest", False):
+                request.resolver_match = match
+                try:
+                    response = match.func(request, *match.args, **match.kwargs)
+                except Exception as exc:
+                    response = unexpected_error(request, exc)
+                    if response is None:
+                        raise
+                if "X-Frame-Options" not in response:
+                    response["X-Frame-Options"] = settings.X_FRAME_OPTIONS
+                return response
+        return self.get_response(request)
