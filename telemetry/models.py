@@ -371,3 +371,20 @@ class RollupState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} of {self.project_id} at {self.refreshed_at:%Y-%m-%d %H:%M:%S}"
+
+
+class RollupQueue(models.Model):
+    """What one stored event adds to the rollups, until `pipeline.fold_rollups` folds it in
+    (PostgreSQL; SQLite writes rollups with the event and leaves this table empty). Written and
+    read by raw SQL only; no foreign key, so ingest checks nothing more per event, and the fold
+    drops the rows of a project deleted meanwhile."""
+
+    project_id = models.BigIntegerField()
+    install_id = models.CharField(max_length=64, blank=True)
+    name = models.CharField(max_length=64)
+    timestamp = models.DateTimeField()
+    app_version = models.CharField(max_length=64, blank=True)
+    os = models.CharField(max_length=64, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} of project {self.project_id} at {self.timestamp:%Y-%m-%d %H:%M:%S}"

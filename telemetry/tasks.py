@@ -5,6 +5,7 @@ Every job is idempotent (safe to retry or to run twice), which is why acks_late 
 
 from celery import shared_task
 
+from telemetry.ingest import pipeline
 from telemetry.services.schedule import run_job
 
 
@@ -36,3 +37,10 @@ def analyze_events() -> int:
 @shared_task(name="telemetry.tasks.refresh_cohorts")
 def refresh_cohorts() -> int:
     return run_job("refresh_cohorts").rows
+
+
+@shared_task(name="telemetry.tasks.fold_rollups", expires=30)
+def fold_rollups() -> int:
+    # Every 10 s, so not recorded as a TaskRun (8,640 rows a day); the recorded
+    # refresh_cohorts run folds too, once a minute. expires: a backlog is one fold, not many.
+    return pipeline.fold_rollups()

@@ -45,7 +45,16 @@ def ingest_at(project, when: dt.datetime, install_id: str, *, name: str = "app.s
         IncomingEvent(install_id=install_id, name=name, timestamp=when, app_version="1.0")
         for _ in range(n)
     ]
-    return ingest(project=project, events=events, client_ip="192.0.2.10", now=when)
+    result = ingest(project=project, events=events, client_ip="192.0.2.10", now=when)
+    fold()
+    return result
+
+
+def fold() -> int:
+    """Fold queued rollup rows now, as the beat job does within seconds (PostgreSQL)."""
+    from telemetry.ingest.pipeline import fold_rollups
+
+    return fold_rollups()
 
 
 def shared_database_url() -> str:

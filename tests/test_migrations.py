@@ -84,3 +84,43 @@ def test_events_survive_the_move_to_v2_and_ids_continue():
         executor = MigrationExecutor(connection)
         executor.loader.build_graph()
         executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+def latest() -> list[tuple[str, str]]:
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    return [n for n in executor.loader.graph.leaf_nodes() if n[0] == "telemetry"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_going_back_before_the_rollup_queue_folds_what_it_holds_first():
+    if connection.vendor != "postgresql":
+        pytest.skip("only PostgreSQL queues rollups")
+    from django.db.models import Sum
+
+    from telemetry.ingest import pipeline
+    from telemetry.ingest.schema import IncomingEvent
+    from telemetry.models import DailyCount, Install
+    from tests.factories import make_project
+
+    project = make_project(slug="mig-queue").project
+    now = dt.datetime.now(dt.UTC)
+    events = [
+        IncomingEvent(install_id=f"inst_q{i % 4:06d}", name="app.start", timestamp=now)
+        for i in range(10)
+    ]
+    pipeline.ingest(project=project, events=events, client_ip="192.0.2.1")
+    assert pipeline.pending_rollups() == 10
+    assert not Install.objects.filter(project=project).exists()
+    newest = latest()
+    try:
+        migrate([("telemetry", "0008_partition_activity")])
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('telemetry_rollupqueue')")
+            assert cursor.fetchone()[0] is None
+        assert Install.objects.filter(project=project).count() == 4
+        total = DailyCount.objects.filter(project=project).aggregate(n=Sum("events"))["n"]
+        assert total == 10
+    finally:
+        migrate(newest)
+    assert pipeline.pending_rollups() == 0

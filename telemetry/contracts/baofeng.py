@@ -293,6 +293,7 @@ def flash_count(*, project: Project) -> int:
     Read from DailyCount, the lifetime per-day counts the pipeline keeps and no purge deletes:
     a lifetime counter must not drop when the retention purge removes old rows.
     """
+    pipeline.fold_rollups()  # a flash stored a moment ago is part of the total
     flashes, seeded = 0, 0
     rows = (
         DailyCount.objects.filter(project=project)

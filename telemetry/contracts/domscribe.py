@@ -114,6 +114,7 @@ def weekly_active_sessions(*, project: Project, week: str) -> int:
     days = week_days(week)
     if days is None:
         return 0
+    pipeline.fold_rollups()
     return (
         DailyActivity.objects.filter(project=project, day__range=days)
         .values("install_id")

@@ -289,10 +289,13 @@ _EVENT_COLUMNS = (
     " session_id, app_version, os, properties, ip_hash"
 )
 _CONFLICT = "ON CONFLICT (project_id, event_id, timestamp) WHERE event_id IS NOT NULL DO NOTHING"
+# PostgreSQL only (migration 0009): what each stored event adds to the rollups, until folded.
+ROLLUP_QUEUE = "telemetry_rollupqueue"
+_QUEUE_COLUMNS = "project_id, install_id, name, timestamp, app_version, os"
 
-# Events and every rollup in one statement. The rollups read the rows the INSERT returned, so
-# a row that conflicts (a copy stored before) counts nowhere. Rollup rows are inserted in key
-# order, so concurrent statements lock shared rows in one order and cannot deadlock.
+# Events in one statement; on PostgreSQL their rollup rows go to a queue that fold_rollups()
+# folds in. The INSERT's RETURNING rows feed the queue, so a row that conflicts (a copy stored
+# before) is queued nowhere: each stored event is queued exactly once, by its own commit.
 _STORE_POSTGRES = f"""
 WITH ev AS (
     INSERT INTO telemetry_event ({_EVENT_COLUMNS})
@@ -304,9 +307,18 @@ WITH ev AS (
     ) ELSE TRUE END
     {_CONFLICT}
     RETURNING project_id, event_id, install_id, name, timestamp, app_version, os
-), d AS (
-    SELECT *, (timestamp AT TIME ZONE 'UTC')::date AS day FROM ev
-), inst AS (
+), queued AS (
+    INSERT INTO {ROLLUP_QUEUE} ({_QUEUE_COLUMNS})
+    SELECT {_QUEUE_COLUMNS} FROM ev
+)
+SELECT event_id FROM ev
+"""
+
+# Every rollup from the rows of `d` (the queue's rows with their UTC day). Rollup rows are
+# written in key order, so concurrent statements lock shared rows in one order and cannot
+# deadlock.
+_ROLLUPS_POSTGRES = f"""
+inst AS (
     INSERT INTO telemetry_install
         (project_id, install_id, first_seen, last_seen, first_version, last_version, os,
          event_count)
@@ -317,7 +329,7 @@ WITH ev AS (
             FILTER (WHERE app_version <> ''))[1], ''),
         coalesce((array_agg(os ORDER BY timestamp DESC) FILTER (WHERE os <> ''))[1], ''),
         count(*)
-    FROM d WHERE install_id <> '' GROUP BY project_id, install_id ORDER BY install_id
+    FROM d WHERE install_id <> '' GROUP BY project_id, install_id ORDER BY project_id, install_id
     {{install_conflict}}
 ), act AS (
     INSERT INTO telemetry_dailyactivity (project_id, install_id, day, events, app_version, os)
@@ -326,7 +338,7 @@ WITH ev AS (
             FILTER (WHERE app_version <> ''))[1], ''),
         coalesce((array_agg(os ORDER BY timestamp DESC) FILTER (WHERE os <> ''))[1], '')
     FROM d WHERE install_id <> '' GROUP BY project_id, install_id, day
-    ORDER BY install_id, day
+    ORDER BY project_id, install_id, day
     {{activity_conflict}}
 ), per AS (
     INSERT INTO telemetry_periodactivity (project_id, install_id, period, start)
@@ -336,16 +348,68 @@ WITH ev AS (
         UNION
         SELECT project_id, install_id, 'm', date_trunc('month', day)::date
         FROM d WHERE install_id <> ''
-    ) p ORDER BY period, start, install_id
+    ) p ORDER BY project_id, period, start, install_id
     ON CONFLICT (project_id, period, start, install_id) DO NOTHING
 ), cnt AS (
     INSERT INTO telemetry_dailycount (project_id, day, name, shard, events)
     SELECT project_id, day, name, mod(abs(hashtext(install_id)), {DailyCount.SHARDS}), count(*)
-    FROM d GROUP BY 1, 2, 3, 4 ORDER BY 2, 3, 4
+    FROM d GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
     {{count_conflict}}
-)
-SELECT event_id FROM ev
+)"""
+
+# Take up to %s queued rows, oldest first (only committed ones are visible, so a statement that
+# commits late is folded by a later run, never missed) and fold them into the rollups in one
+# statement; the DELETE and the rollup writes commit together, so no row is counted twice.
+# Rows of a project deleted since are dropped with it.
+_FOLD_POSTGRES = f"""
+WITH q AS (
+    DELETE FROM {ROLLUP_QUEUE} WHERE id IN (
+        SELECT id FROM {ROLLUP_QUEUE} ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+    RETURNING {_QUEUE_COLUMNS}
+), d AS (
+    SELECT q.*, (q.timestamp AT TIME ZONE 'UTC')::date AS day FROM q
+    WHERE EXISTS (SELECT 1 FROM telemetry_project p WHERE p.id = q.project_id)
+), {{rollups}}
+SELECT count(*) FROM q
 """
+FOLD_BATCH = 50_000
+# One fold at a time: pg_advisory_xact_lock key ("tmfold" in ASCII).
+_FOLD_LOCK = 0x746D666F6C64
+
+
+def fold_rollups(*, wait: bool = True) -> int:
+    """Fold queued rollup rows into Install, DailyActivity, PeriodActivity and DailyCount;
+    returns how many events were folded. Idempotent and safe beside ingest and other folds.
+
+    `wait=False` returns 0 at once when another fold is running (readers that only want fresh
+    numbers); jobs, the purge and imports wait, so the queue is empty of what they had sent.
+    SQLite writes rollups with the events, so there is nothing to fold there.
+    """
+    if connection.vendor != "postgresql":
+        return 0
+    folded = 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            if wait:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_FOLD_LOCK])
+            else:
+                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_FOLD_LOCK])
+                if not cursor.fetchone()[0]:
+                    return folded
+            cursor.execute(_FOLD_POSTGRES_SQL, [FOLD_BATCH])
+            n = cursor.fetchone()[0]
+        folded += n
+        if n < FOLD_BATCH:
+            return folded
+
+
+def pending_rollups() -> int:
+    """Queued events not folded into the rollups yet (0 on SQLite)."""
+    if connection.vendor != "postgresql":
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {ROLLUP_QUEUE}")
+        return cursor.fetchone()[0]
 
 
 def _store_postgres(rows: list) -> list[str | None]:
@@ -466,10 +530,13 @@ _COUNT_UPSERT = (
     + _COUNT_CONFLICT
 )
 
-_STORE_POSTGRES_SQL = _STORE_POSTGRES.format(
-    install_conflict=_INSTALL_CONFLICT,
-    activity_conflict=_ACTIVITY_CONFLICT,
-    count_conflict=_COUNT_CONFLICT,
+_STORE_POSTGRES_SQL = _STORE_POSTGRES
+_FOLD_POSTGRES_SQL = _FOLD_POSTGRES.format(
+    rollups=_ROLLUPS_POSTGRES.format(
+        install_conflict=_INSTALL_CONFLICT,
+        activity_conflict=_ACTIVITY_CONFLICT,
+        count_conflict=_COUNT_CONFLICT,
+    )
 )
 
 

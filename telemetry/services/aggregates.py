@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models import Count, DateField, Min, Sum
 from django.db.models.functions import TruncDate
 
+from telemetry.ingest import pipeline
 from telemetry.models import (
     CohortSummary,
     DailyActivity,
@@ -96,6 +97,7 @@ def refresh_project(*, project: Project, now: dt.datetime) -> int:
 
 def refresh_aggregates(*, now: dt.datetime) -> dict[str, int]:
     """Refresh every project; rows written per project slug."""
+    pipeline.fold_rollups()
     return {p.slug: refresh_project(project=p, now=now) for p in Project.objects.all()}
 
 

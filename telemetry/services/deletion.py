@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from django.db import connection, transaction
 
+from telemetry.ingest import pipeline
 from telemetry.models import DailyActivity, Event, Install, PeriodActivity, Project
 from telemetry.services.cohorts import invalidate as invalidate_cohorts
 
@@ -47,6 +48,8 @@ def delete_install(*, project: Project, install_id: str) -> Deleted:
         or DailyActivity.objects.filter(project=project, install_id=install_id).exists()
     ):
         raise UnknownInstall(f"no install {install_id!r} in project {project.slug}")
+    # Fold what is queued, so no queued row brings the install's activity back afterwards.
+    pipeline.fold_rollups()
     deleted = Deleted(install_id=install_id)
     deleted.counts["events"] = _delete_events(project, install_id)
     with transaction.atomic():

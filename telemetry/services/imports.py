@@ -7,6 +7,7 @@ progress rolled back. Imports are idempotent: the sources' ids are the events' d
 
 import datetime as dt
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from telemetry.ingest.schema import IncomingEvent
 from telemetry.models import Event, Install, Project
 from telemetry.services import aggregates, partitions
 from telemetry.services.stats import day_start
+
+log = logging.getLogger(__name__)
 
 BATCH_SIZE = 20_000
 MAX_REFUSALS = 1_000  # listed in the report; all are counted
@@ -172,15 +175,19 @@ def import_events(
                 progress(1000)
         _flush(project, batch, report, now, touched, dry_run=dry_run)
     except Malformed as exc:
+        _fold_committed(dry_run)
         raise ImportFailed(exc, report) from None
     except DatabaseError as exc:
         # The batch's transaction was rolled back; the ones before it stay committed.
         where = f"rows {report.committed_rows + 1}-{report.rows}"
         error = Malformed(where, f"the database refused the batch ({type(exc).__name__})")
+        _fold_committed(dry_run)
         raise ImportFailed(error, report) from exc
     if progress and report.rows % 1000:
         progress(report.rows % 1000)
     report.committed_rows = report.rows
+    if not dry_run:
+        pipeline.fold_rollups()  # the imported events' rollups, before they are read below
     history.forget_new(project)
     summaries = history.summaries()
     report.aggregated_days = len(summaries)
@@ -193,6 +200,17 @@ def import_events(
             )
         _analyze(touched, rollups=bool(report.stored), history=bool(summaries))
     return report
+
+
+def _fold_committed(dry_run: bool) -> None:
+    """The batches committed before a failure keep exact rollups; if the database is what
+    failed, the beat job folds them once it answers again."""
+    if dry_run:
+        return
+    try:
+        pipeline.fold_rollups()
+    except DatabaseError:
+        log.warning("import: rollups of the committed batches left to the fold job")
 
 
 def _key(event: IncomingEvent):

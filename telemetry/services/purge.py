@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from django.db import connection, transaction
 
+from telemetry.ingest import pipeline
 from telemetry.models import Batch, DailyActivity, Event, Install, PeriodActivity, Project
 from telemetry.services import aggregates, partitions
 from telemetry.services.locks import job_lock
@@ -233,6 +234,9 @@ def _purge(
         raise ValueError("batch_size must be at least 1")
     results: dict[int, PurgeCounts] = {}
     keep_from: dict[int, dt.date] = {}
+    # Queued rollups first: the snapshots must count every stored event, and a row folded
+    # after the purge would bring back activity it removed.
+    pipeline.fold_rollups()
     for p in projects:
         keep_from[p.pk], _ = _cutoff_values(p, now)
         results[p.pk] = PurgeCounts(project=p.slug, cutoff=keep_from[p.pk])

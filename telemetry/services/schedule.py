@@ -13,9 +13,14 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
+from telemetry.ingest import pipeline
 from telemetry.models import TaskRun
 from telemetry.services import aggregates, cohorts, partitions, purge, salts
 from telemetry.services.locks import LockBusy
+
+# Rollups are caught up within a minute of an event's commit (CONTRACTS A1): a fold every 10 s
+# leaves room for a busy worker, and readers fold before they read anyway (analytics.db).
+FOLD_EVERY_SECONDS = 10
 
 
 @dataclass
@@ -67,6 +72,10 @@ def _analyze_events(now: dt.datetime) -> JobResult:
     return JobResult(0, {"analyzed": partitions.analyze_parent()})
 
 
+def _fold_rollups(now: dt.datetime) -> JobResult:
+    return JobResult(pipeline.fold_rollups(), {})
+
+
 def _refresh_cohorts(now: dt.datetime) -> JobResult:
     done = cohorts.refresh_stale(now=now)
     return JobResult(sum(r.cells for r in done), {r.project: r.cells for r in done})
@@ -77,8 +86,9 @@ class Job:
     name: str
     task: str  # the Celery task name beat sends
     run: Callable[[dt.datetime], JobResult]
-    crontab: dict  # CrontabSchedule fields, UTC
+    crontab: dict  # CrontabSchedule fields, UTC; empty for a job run every `every_seconds`
     description: str
+    every_seconds: int = 0
 
 
 JOBS = {
@@ -118,6 +128,14 @@ JOBS = {
             _analyze_events,
             {"minute": "30", "hour": "2"},
             "Refresh the partitioned tables' planner statistics after the purge.",
+        ),
+        Job(
+            "fold_rollups",
+            "telemetry.tasks.fold_rollups",
+            _fold_rollups,
+            {},
+            "Fold the rollup rows queued by ingest into installs, activity and daily counts.",
+            every_seconds=FOLD_EVERY_SECONDS,
         ),
         Job(
             "refresh_cohorts",
@@ -175,7 +193,7 @@ def ensure_default_schedule(*, using: str = "default") -> list[str]:
     Returns the names created. An operator who wants a job off disables it in the admin;
     a deleted row comes back on the next migrate.
     """
-    from django_celery_beat.models import CrontabSchedule, PeriodicTask
+    from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
     created = []
     with transaction.atomic(using=using):
@@ -183,11 +201,21 @@ def ensure_default_schedule(*, using: str = "default") -> list[str]:
             name = periodic_task_name(job)
             if PeriodicTask.objects.using(using).filter(name=name).exists():
                 continue
-            crontab, _ = CrontabSchedule.objects.using(using).get_or_create(
-                day_of_week="*", day_of_month="*", month_of_year="*", timezone="UTC", **job.crontab
-            )
+            when: dict = {}
+            if job.every_seconds:
+                when["interval"], _ = IntervalSchedule.objects.using(using).get_or_create(
+                    every=job.every_seconds, period=IntervalSchedule.SECONDS
+                )
+            else:
+                when["crontab"], _ = CrontabSchedule.objects.using(using).get_or_create(
+                    day_of_week="*",
+                    day_of_month="*",
+                    month_of_year="*",
+                    timezone="UTC",
+                    **job.crontab,
+                )
             PeriodicTask.objects.using(using).create(
-                name=name, task=job.task, crontab=crontab, description=job.description
+                name=name, task=job.task, description=job.description, **when
             )
             created.append(name)
     return created

@@ -9,7 +9,7 @@ from collections import defaultdict
 from django.utils import timezone
 
 from telemetry.models import Event
-from tests.factories import make_project
+from tests.factories import fold, make_project
 
 PROVIDERS = ["openai", "kokoro", "whisper-local"]
 
@@ -56,6 +56,7 @@ def send(client, key: str, events: list[dict]) -> None:
         )
         assert r.status_code == 202, r.content
         assert r.json()["accepted"] == len(events[start : start + 1000]), r.json()
+    fold()
 
 
 def seeded_project(client, *, seed: int = 7, installs=25, events=600, days=70, **kwargs):

@@ -74,7 +74,7 @@ def test_reads_go_to_the_replica_writes_to_the_primary_and_a_dead_replica_is_ski
         pair.replica_sql("SELECT pg_wal_replay_pause()")
         status, _, _ = post_json(f"{base}/api/v1/events", _event("inst_replica_2"), key)
         assert status == 202
-        assert pair.primary_sql("SELECT COUNT(*) FROM telemetry_install") == [(2,)]
+        assert pair.primary_sql("SELECT COUNT(*) FROM telemetry_event") == [(2,)]
         assert _active_today(base, slug, token) == 1  # read from the frozen replica
 
     # The same frozen replica, now too far behind for a 1-second limit: the primary answers.

@@ -10,7 +10,7 @@ from django.utils import timezone
 from telemetry.ingest.auth import forget_projects
 from telemetry.models import Event, Install
 from tests.concurrency import burst
-from tests.factories import forget_claims, make_project
+from tests.factories import fold, forget_claims, make_project
 
 pytestmark = pytest.mark.django_db
 
@@ -80,6 +80,7 @@ def test_event_stores_a_flash_success_under_the_clients_names(client, p):
     assert e.properties["log_lines"] == ["connected", "wrote logo"]
     assert e.properties["metadata"] == {"source": "web-v2"}
     assert e.properties["write_mode"] == 1 and e.properties["model"] == "UV-5RM"
+    fold()
     assert Install.objects.get().install_id == "sess-0001-abcd"
 
 

@@ -14,7 +14,7 @@ from telemetry.contracts import voicemode
 from telemetry.models import DailyActivity, Event, Install
 from telemetry.services.projects import create_project
 from tests.concurrency import burst
-from tests.factories import make_project
+from tests.factories import fold, make_project
 
 CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -108,6 +108,7 @@ def test_it_accepts_a_valid_report_and_stores_it_under_the_client_names(client):
         "environment": body["environment"],
         "usage": body["usage"],
     }
+    fold()
     assert Install.objects.get().install_id == body["telemetry_id"]
     assert DailyActivity.objects.get().events == 1
 
@@ -289,6 +290,7 @@ def test_it_rejects_each_invalid_field_with_the_workers_message(client, mutate, 
     r = post(client, p, json.dumps(mutate(report())))
     assert_json(r, 400, {"error": message})
     assert Event.objects.count() == 0
+    fold()
     assert Install.objects.count() == 0
 
 
@@ -412,6 +414,7 @@ def test_the_clients_three_retries_after_a_stored_report_are_all_200(client):
             post(client, p, body), 200, {"status": "ok", "message": "Event already recorded"}
         )
     assert Event.objects.count() == 1
+    fold()
     assert Install.objects.get().event_count == 1
 
 
@@ -548,6 +551,7 @@ def test_an_unreachable_cache_is_a_503_in_the_contracts_shape_and_stores_nothing
     assert r["Retry-After"] == str(retry)
     assert_json(r, 503, {"error": "Service unavailable", "retry_after": retry})
     assert Event.objects.count() == 0
+    fold()
     assert Install.objects.count() == 0
 
 
@@ -557,6 +561,7 @@ def test_no_raw_ip_is_stored(client):
     post(client, p, report())
     event = Event.objects.get()
     assert len(event.ip_hash) == 32 and IP not in event.ip_hash
+    fold()
     rows = [
         *Event.objects.values(),
         *Install.objects.values(),
@@ -599,6 +604,7 @@ def test_fifty_concurrent_reports_for_one_telemetry_id_accept_exactly_ten():
     limited = [r.json() for r in responses if r.status_code == 429]
     assert {b["error"] for b in limited} == {"Rate limit exceeded for telemetry ID"}
     assert Event.objects.count() == 10
+    fold()
     assert Install.objects.get().event_count == 10
 
 
@@ -623,4 +629,5 @@ def test_a_shorter_retention_narrows_the_window_so_nothing_accepted_is_purged_th
     inside = report(timestamp=(now - dt.timedelta(days=29, hours=23)).isoformat())
     assert post(client, p, inside).status_code == 200
     purge_project(project=p.project, now=now, pause=0)
+    fold()
     assert Event.objects.count() == DailyActivity.objects.count() == Install.objects.count() == 1

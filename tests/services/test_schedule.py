@@ -21,10 +21,13 @@ def test_migrate_created_the_default_schedule():
         "telemetry.tasks.create_partitions",
         "telemetry.tasks.analyze_events",
         "telemetry.tasks.refresh_cohorts",
+        "telemetry.tasks.fold_rollups",
     }
     purge = tasks["telemetry.tasks.purge_expired"].crontab
     assert (purge.minute, purge.hour, str(purge.timezone)) == ("0", "2", "UTC")
     assert tasks["telemetry.tasks.rotate_salts"].crontab.hour == "*"
+    fold = tasks["telemetry.tasks.fold_rollups"].interval
+    assert (fold.every, fold.period) == (10, "seconds")
 
 
 def test_it_keeps_an_operators_edits_and_restores_missing_rows():
@@ -36,7 +39,7 @@ def test_it_keeps_an_operators_edits_and_restores_missing_rows():
     assert ensure_default_schedule() == ["telemetry: rotate salts"]
     purge.refresh_from_db()
     assert (purge.enabled, purge.crontab.hour, purge.crontab.minute) == (False, "4", "15")
-    assert PeriodicTask.objects.filter(name__startswith="telemetry: ").count() == 6
+    assert PeriodicTask.objects.filter(name__startswith="telemetry: ").count() == 7
     assert ensure_default_schedule() == []
 
 
