@@ -354,6 +354,33 @@ class CohortActivity(models.Model):
         return f"{self.period}{self.cohort} active {self.start}: {self.installs}"
 
 
+class RollingActivity(models.Model):
+    """One closed UTC day of a project: DAU, rolling WAU and MAU (the 7 and 30 days ending on
+    it) and active installs per app version, counted from DailyActivity by
+    telemetry.services.rolling so the overview reads O(days) rows instead of a month of activity.
+
+    `fingerprint` says what the counts were made from (the events counted in the 30 days and the
+    oldest activity day inside them); a reader uses a row only while it still matches, so a late
+    event or a purge falls back to counting until the next refresh."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    dau = models.PositiveIntegerField(default=0)
+    wau = models.PositiveIntegerField(default=0)
+    mau = models.PositiveIntegerField(default=0)
+    versions = models.JSONField(default=dict, help_text="{app_version: installs active that day}")
+    fingerprint = models.CharField(max_length=128)
+
+    class Meta:
+        verbose_name_plural = "rolling activity"
+        constraints = [
+            models.UniqueConstraint(fields=["project", "day"], name="rolling_unique_project_day")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day}: DAU {self.dau}, WAU {self.wau}, MAU {self.mau}"
+
+
 class RollupState(models.Model):
     """When a derived rollup of a project was last rebuilt, and from what: the fingerprint of
     the rollups it was computed from, so readers can tell whether it is still exact."""

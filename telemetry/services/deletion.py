@@ -9,6 +9,7 @@ from django.db import connection, transaction
 
 from telemetry.models import DailyActivity, Event, Install, PeriodActivity, Project
 from telemetry.services.cohorts import invalidate as invalidate_cohorts
+from telemetry.services.rolling import invalidate as invalidate_rolling
 
 BATCH_SIZE = 5_000
 
@@ -61,4 +62,5 @@ def delete_install(*, project: Project, install_id: str) -> Deleted:
         ).delete()
         # The retention cells counted this install; they are recounted on the next refresh.
         invalidate_cohorts(project=project)
+        invalidate_rolling(project=project)
     return deleted

@@ -16,6 +16,7 @@ ANALYTICS_TABLES = (
     "telemetry_periodactivity",
     "telemetry_dailycount",
     "telemetry_cohortactivity",
+    "telemetry_rollingactivity",
 )
 
 

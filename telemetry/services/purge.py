@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 
 from django.db import connection, transaction
 
-from telemetry.models import Batch, DailyActivity, Event, Install, PeriodActivity, Project
+from telemetry.models import (
+    Batch,
+    DailyActivity,
+    Event,
+    Install,
+    PeriodActivity,
+    Project,
+    RollingActivity,
+)
 from telemetry.services import aggregates, partitions
 from telemetry.services.locks import job_lock
 from telemetry.services.stats import day_start
@@ -266,6 +274,12 @@ def _purge(
             pause=pause,
             progress=progress,
         )
+    # Closed-day counts of purged days describe rows that are gone (later days' rows notice
+    # the new oldest day by their fingerprint and are recounted by the next refresh).
+    for p in projects:
+        gone, _ = RollingActivity.objects.filter(project=p, day__lt=keep_from[p.pk]).delete()
+        if gone:
+            touched.add(RollingActivity._meta.db_table)
     counts = [results[p.pk] for p in projects]
     _analyze(counts, touched, partitioned={name for name, *_ in _TARGETS} - labels)
     return counts
