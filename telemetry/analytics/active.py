@@ -78,22 +78,34 @@ def active_counts(
 ) -> dict[dt.date, int]:
     """Distinct installs with activity per period start, for periods in [start, end]."""
     if interval == DAY:
-        # One row per (install, day): counting rows is counting installs.
-        sql = (
-            "SELECT day, COUNT(*) FROM telemetry_dailyactivity"
-            " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY 1"
-        )
-        params = [project.pk, db_date(start), db_date(end)]
-    else:
-        # Weeks and months: the PeriodActivity rows, one per install and period.
-        sql = (
-            "SELECT start, COUNT(*) FROM telemetry_periodactivity"
-            " WHERE project_id = %s AND period = %s AND start >= %s AND start <= %s GROUP BY 1"
-        )
-        kind = PeriodActivity.WEEK if interval == WEEK else PeriodActivity.MONTH
-        params = [project.pk, kind, db_date(period_start(start, interval)), db_date(end)]
-    rows = _rows(sql, params)
+        # Closed days from their RollingActivity rows; the rest (today, days with late events)
+        # by counting rows: one row per (install, day), so counting rows is counting installs.
+        cached = closed_days(project=project, first=start, last=end)
+        out = {d: row.dau for d, row in cached.items()}
+        missing = _missing(start, end, cached)
+        if missing:
+            rows = _rows(
+                "SELECT day, COUNT(*) FROM telemetry_dailyactivity"
+                " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY 1",
+                [project.pk, db_date(missing[0]), db_date(missing[-1])],
+            )
+            wanted = set(missing)
+            out.update({as_date(d): n for d, n in rows if as_date(d) in wanted})
+        return out
+    # Weeks and months: the PeriodActivity rows, one per install and period.
+    kind = PeriodActivity.WEEK if interval == WEEK else PeriodActivity.MONTH
+    rows = _rows(
+        "SELECT start, COUNT(*) FROM telemetry_periodactivity"
+        " WHERE project_id = %s AND period = %s AND start >= %s AND start <= %s GROUP BY 1",
+        [project.pk, kind, db_date(period_start(start, interval)), db_date(end)],
+    )
     return {as_date(p): n for p, n in rows}
+
+
+def _missing(start: dt.date, end: dt.date, cached: dict) -> list[dt.date]:
+    """The days of [start, end] without a current RollingActivity row, oldest first."""
+    days = (start + dt.timedelta(days=i) for i in range((end - start).days + 1))
+    return [d for d in days if d not in cached]
 
 
 def new_counts(*, project: Project, start: dt.date, end: dt.date) -> dict[dt.date, int]:
@@ -342,11 +354,7 @@ def _versions_by_day(project: Project, start: dt.date, end: dt.date) -> list[tup
     the days without a current row (today, a day with late events) counted."""
     cached = closed_days(project=project, first=start, last=end)
     rows = [(d, v, n) for d, row in cached.items() for v, n in row.versions.items()]
-    missing = [
-        start + dt.timedelta(days=i)
-        for i in range((end - start).days + 1)
-        if start + dt.timedelta(days=i) not in cached
-    ]
+    missing = _missing(start, end, cached)
     if missing:
         wanted = set(missing)
         rows += [

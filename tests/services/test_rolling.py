@@ -62,8 +62,18 @@ def test_readers_serve_the_stored_row_while_its_fingerprint_holds(client):
     day = timezone.now().date() - dt.timedelta(days=5)
     RollingActivity.objects.filter(project=p.project, day=day).update(dau=9999)
     assert active.rolling(project=p.project, day=day).dau == 9999
+    (series,) = active.active_series(project=p.project, interval="day", start=day, end=day)
+    assert series.active_installs == 9999
     RollingActivity.objects.filter(project=p.project, day=day).update(fingerprint="0:-")
     assert active.rolling(project=p.project, day=day).dau == Brute(p.project).active(day, day)
+    (series,) = active.active_series(project=p.project, interval="day", start=day, end=day)
+    assert series.active_installs == Brute(p.project).active(day, day)
+
+
+def assert_daily_series_is_brute_force(project, start, end):
+    brute = Brute(project)
+    series = active.active_series(project=project, interval="day", start=start, end=end)
+    assert [s.active_installs for s in series] == [brute.active(s.start, s.start) for s in series]
 
 
 def test_a_late_event_is_counted_at_once_and_its_days_recounted_by_the_job(client):
@@ -73,9 +83,11 @@ def test_a_late_event_is_counted_at_once_and_its_days_recounted_by_the_job(clien
     ingest_at(p.project, late, "inst_late_00001")  # a new install, 10 days back
     days = [late.date() + dt.timedelta(days=k) for k in range(-1, 11)]
     assert_rolling_is_brute_force(p.project, days)
+    assert_daily_series_is_brute_force(p.project, days[0], days[-1])
     run = run_job("refresh_cohorts")
     assert run.ok and run.details["rolling_days"] == {p.project.slug: 10}
     assert_rolling_is_brute_force(p.project, days)
+    assert_daily_series_is_brute_force(p.project, days[0], days[-1])
 
 
 def test_version_adoption_reads_the_same_from_stored_days_as_from_activity(client):
