@@ -370,6 +370,9 @@ class RollingActivity(models.Model):
     mau = models.PositiveIntegerField(default=0)
     versions = models.JSONField(default=dict, help_text="{app_version: installs active that day}")
     fingerprint = models.CharField(max_length=128)
+    day_events = models.PositiveBigIntegerField(
+        default=0, help_text="Events of the day itself when its activity went into OsActivity."
+    )
 
     class Meta:
         verbose_name_plural = "rolling activity"
@@ -379,6 +382,29 @@ class RollingActivity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day}: DAU {self.dau}, WAU {self.wau}, MAU {self.mau}"
+
+
+class OsActivity(models.Model):
+    """Per (project, install, OS): the last closed day the install was active with that OS, kept
+    with RollingActivity, so "installs per OS up to today" reads the month's active installs
+    instead of every activity row of the month (telemetry.analytics.active.os_breakdown)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    install_id = models.CharField(max_length=64)
+    os = models.CharField(max_length=64, blank=True)
+    last_day = models.DateField()
+
+    class Meta:
+        verbose_name_plural = "OS activity"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "install_id", "os"], name="osactivity_unique_install_os"
+            )
+        ]
+        indexes = [models.Index(fields=["project", "last_day"], name="osactivity_project_last_day")]
+
+    def __str__(self) -> str:
+        return f"{self.install_id} on {self.os or '-'} until {self.last_day}"
 
 
 class RollupState(models.Model):

@@ -273,20 +273,25 @@ def versions_counted(*, project: Project, start: dt.date, end: dt.date) -> list[
     )
 
 
+def daily_events(*, project: Project, first: dt.date, last: dt.date) -> dict[dt.date, int]:
+    """Events counted per day in [first, last] (days without events absent), from DailyCount."""
+    return {
+        as_date(d): int(n)
+        for d, n in _rows(
+            "SELECT day, SUM(events) FROM telemetry_dailycount"
+            " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY day",
+            [project.pk, db_date(first), db_date(last)],
+        )
+    }
+
+
 def window_fingerprints(*, project: Project, first: dt.date, last: dt.date) -> dict[dt.date, str]:
     """What a RollingActivity row of each day in [first, last] is counted from: the events of
     the 30 days ending on it, and the oldest activity day among them. Every accepted event
     (late ones too) moves the first, a purge the second; deleting an install clears the rows.
     Read from DailyCount, a few thousand rows for any range."""
     lo = first - dt.timedelta(days=MAU_DAYS - 1)
-    per_day = {
-        as_date(d): int(n)
-        for d, n in _rows(
-            "SELECT day, SUM(events) FROM telemetry_dailycount"
-            " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY day",
-            [project.pk, db_date(lo), db_date(last)],
-        )
-    }
+    per_day = daily_events(project=project, first=lo, last=last)
     oldest = raw_boundary(project=project)
     out: dict[dt.date, str] = {}
     total, day = 0, lo
@@ -366,7 +371,31 @@ def _versions_by_day(project: Project, start: dt.date, end: dt.date) -> list[tup
 
 
 def os_breakdown(*, project: Project, start: dt.date, end: dt.date) -> list[tuple[str, int]]:
-    """Distinct active installs per OS (the OS of their activity rows) in [start, end]."""
+    """Distinct active installs per OS (the OS of their activity rows) in [start, end].
+
+    When nothing is dated after `end`, the (install, OS) pairs of the closed days already in
+    OsActivity are its rows with a last day from `start` on; only the other days (today, days
+    with late events) are read from the daily activity. Otherwise everything is counted."""
+    if not _seen_after(project, end):
+        folded = folded_days(project=project, first=start, last=end)
+        if folded:
+            live = _missing(start, end, folded)
+            sql = (
+                "SELECT install_id, os FROM telemetry_osactivity"
+                " WHERE project_id = %s AND last_day >= %s"
+            )
+            params: list = [project.pk, db_date(start)]
+            if live:
+                marks = ", ".join(["%s"] * len(live))
+                sql += (
+                    " UNION SELECT install_id, os FROM telemetry_dailyactivity"
+                    f" WHERE project_id = %s AND day IN ({marks})"
+                )
+                params += [project.pk, *(db_date(d) for d in live)]
+            rows = _rows(
+                f"SELECT os, COUNT(*) FROM ({sql}) x GROUP BY os ORDER BY 2 DESC, 1", params
+            )
+            return [(os or "unknown", n) for os, n in rows]
     rows = _rows(
         "SELECT os, COUNT(*) FROM (SELECT os, install_id FROM telemetry_dailyactivity"
         " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY 1, 2) x"
@@ -374,6 +403,32 @@ def os_breakdown(*, project: Project, start: dt.date, end: dt.date) -> list[tupl
         [project.pk, db_date(start), db_date(end)],
     )
     return [(os or "unknown", n) for os, n in rows]
+
+
+def _seen_after(project: Project, day: dt.date) -> bool:
+    """Whether any install has an event dated after `day` (Install.last_seen, by its index)."""
+    return bool(
+        _rows(
+            "SELECT 1 FROM telemetry_install WHERE project_id = %s AND last_seen >= %s LIMIT 1",
+            [project.pk, db_datetime(day_start(day + dt.timedelta(days=1)))],
+        )
+    )
+
+
+def folded_days(
+    *, project: Project, first: dt.date, last: dt.date
+) -> dict[dt.date, RollingActivity]:
+    """Days of [first, last] whose activity is in OsActivity as it is now: their row's
+    `day_events` still equals the day's events (a late event on the day makes it unfolded)."""
+    rows = list(
+        RollingActivity.objects.filter(project=project, day__gte=first, day__lte=last).only(
+            "day", "day_events"
+        )
+    )
+    if not rows:
+        return {}
+    events = daily_events(project=project, first=first, last=last)
+    return {r.day: r for r in rows if events.get(r.day, 0) == r.day_events}
 
 
 def overview(*, project: Project, start: dt.date, end: dt.date) -> dict:

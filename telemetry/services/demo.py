@@ -22,6 +22,7 @@ from telemetry.models import (
     DailyCount,
     Event,
     Install,
+    OsActivity,
     PeriodActivity,
     Project,
     RollingActivity,
@@ -153,7 +154,7 @@ def seed_demo(
         if any(m.objects.filter(project=project).exists() for m in tables):
             if not replace:
                 raise ValueError(f"project {project.slug!r} has data already; use --replace")
-            for model in (*tables, RollingActivity):
+            for model in (*tables, RollingActivity, OsActivity):
                 model.objects.filter(project=project).delete()
         with connection.cursor() as cursor:
             writer = Writer(cursor)
@@ -250,7 +251,7 @@ def seed_demo(
     analyze(ANALYTICS_TABLES, vacuum=True)
     refresh_cohorts(project=project, now=now)
     refresh_rolling(project=project, now=now)
-    analyze(["telemetry_rollingactivity"])
+    analyze(["telemetry_rollingactivity", "telemetry_osactivity"])
     return Seeded(installs=installs, events=total, activity_rows=rows_activity, days=days)
 
 

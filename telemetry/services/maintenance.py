@@ -17,6 +17,7 @@ ANALYTICS_TABLES = (
     "telemetry_dailycount",
     "telemetry_cohortactivity",
     "telemetry_rollingactivity",
+    "telemetry_osactivity",
 )
 
 

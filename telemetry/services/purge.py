@@ -22,6 +22,7 @@ from telemetry.models import (
     DailyActivity,
     Event,
     Install,
+    OsActivity,
     PeriodActivity,
     Project,
     RollingActivity,
@@ -274,12 +275,14 @@ def _purge(
             pause=pause,
             progress=progress,
         )
-    # Closed-day counts of purged days describe rows that are gone (later days' rows notice
-    # the new oldest day by their fingerprint and are recounted by the next refresh).
+    # Closed-day counts of purged days, and (install, OS) pairs last active on them, describe
+    # rows that are gone (later days' rows notice the new oldest day by their fingerprint and
+    # are recounted by the next refresh).
     for p in projects:
-        gone, _ = RollingActivity.objects.filter(project=p, day__lt=keep_from[p.pk]).delete()
-        if gone:
-            touched.add(RollingActivity._meta.db_table)
+        for model, column in ((RollingActivity, "day"), (OsActivity, "last_day")):
+            gone, _ = model.objects.filter(project=p, **{f"{column}__lt": keep_from[p.pk]}).delete()
+            if gone:
+                touched.add(model._meta.db_table)
     counts = [results[p.pk] for p in projects]
     _analyze(counts, touched, partitioned={name for name, *_ in _TARGETS} - labels)
     return counts

@@ -1,5 +1,6 @@
-"""The closed-day rollup (RollingActivity): DAU, rolling WAU/MAU and installs per version of each
-closed UTC day, counted from DailyActivity so the overview reads O(days) rows.
+"""The closed-day rollups: RollingActivity (DAU, rolling WAU/MAU and installs per version of each
+closed UTC day) and OsActivity (each install and OS's last closed active day), counted from
+DailyActivity so the overview reads O(days) rows and the month's active installs.
 
 Idempotent: `refresh_rolling` recounts only the days whose row is missing or no longer matches
 its inputs (late events, a purge); run it after bulk writes (seed_demo) and from the one-minute
@@ -13,7 +14,7 @@ from django.db import connection, transaction
 
 from telemetry.analytics import active
 from telemetry.analytics.periods import as_date, today
-from telemetry.models import Project, RollingActivity
+from telemetry.models import OsActivity, Project, RollingActivity
 
 # Days before today kept counted: the longest range a page or the API asks for (400 days).
 MAX_DAYS = 400
@@ -42,17 +43,25 @@ def refresh_rolling(*, project: Project, now: dt.datetime) -> RolledUp:
         if first is not None:
             old = old.exclude(day__gte=first, day__lte=yesterday)
         old.delete()
+        # Pairs last active before the oldest day kept describe purged activity.
+        OsActivity.objects.filter(project=project, last_day__lt=first or today(now)).delete()
         if first is None or first > yesterday:
             return RolledUp(project=project.slug, days=0)
         # Fingerprints before counts: should an event land in between, the row's fingerprint
         # is older than its counts and readers recount; never the other way round.
         wanted = active.window_fingerprints(project=project, first=first, last=yesterday)
-        have = dict(
-            RollingActivity.objects.filter(project=project).values_list("day", "fingerprint")
-        )
-        stale = [d for d, fp in wanted.items() if have.get(d) != fp]
+        events = active.daily_events(project=project, first=first, last=yesterday)
+        have = {
+            day: (fp, n)
+            for day, fp, n in RollingActivity.objects.filter(project=project).values_list(
+                "day", "fingerprint", "day_events"
+            )
+        }
+        stale = [d for d, fp in wanted.items() if have.get(d, ("", 0))[0] != fp]
         if not stale:
             return RolledUp(project=project.slug, days=0)
+        unfolded = [d for d in stale if d not in have or have[d][1] != events.get(d, 0)]
+        _fold_os(project, unfolded)
         versions: dict[dt.date, dict[str, int]] = {d: {} for d in stale}
         for day, version, n in active.versions_counted(
             project=project, start=min(stale), end=max(stale)
@@ -71,21 +80,45 @@ def refresh_rolling(*, project: Project, now: dt.datetime) -> RolledUp:
                     mau=counts.mau,
                     versions=versions[day],
                     fingerprint=wanted[day],
+                    day_events=events.get(day, 0),
                 )
             )
         RollingActivity.objects.bulk_create(
             rows,
             update_conflicts=True,
             unique_fields=["project", "day"],
-            update_fields=["dau", "wau", "mau", "versions", "fingerprint"],
+            update_fields=["dau", "wau", "mau", "versions", "fingerprint", "day_events"],
         )
     return RolledUp(project=project.slug, days=len(rows))
+
+
+def _fold_os(project: Project, days: list[dt.date]) -> None:
+    """Raise each (install, OS) pair's last day to the latest of `days` it was active on."""
+    if not days:
+        return
+    latest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+    marks = ", ".join(["%s"] * len(days))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO telemetry_osactivity (project_id, install_id, os, last_day)"
+            " SELECT project_id, install_id, os, MAX(day) FROM telemetry_dailyactivity"
+            f" WHERE project_id = %s AND day IN ({marks}) GROUP BY project_id, install_id, os"
+            " ON CONFLICT (project_id, install_id, os) DO UPDATE SET last_day ="
+            f" {latest}(telemetry_osactivity.last_day, excluded.last_day)",
+            [project.pk, *(connection.ops.adapt_datefield_value(d) for d in days)],
+        )
 
 
 def invalidate(*, project: Project) -> None:
     """Forget the project's counted days (after deleting an install's rows): readers count
     until the next refresh."""
     RollingActivity.objects.filter(project=project).delete()
+
+
+def forget_install(*, project: Project, install_id: str) -> None:
+    """Drop one install's (install, OS) pairs and the counted days (an install's deletion)."""
+    OsActivity.objects.filter(project=project, install_id=install_id).delete()
+    invalidate(project=project)
 
 
 def refresh_stale(*, now: dt.datetime) -> list[RolledUp]:

@@ -1,14 +1,17 @@
-"""telemetry.services.rolling: the closed-day rollup behind the overview's DAU/WAU/MAU and version
-adoption, held to a brute-force count over raw events before and after late events, a purge and
-an install's deletion."""
+"""telemetry.services.rolling: the closed-day rollups behind the overview's DAU/WAU/MAU, version
+adoption and OS split, held to a brute-force count over raw events before and after late
+events, a purge and an install's deletion."""
 
 import datetime as dt
+from collections import defaultdict
 
 import pytest
 from django.utils import timezone
 
 from telemetry.analytics import active
-from telemetry.models import DailyActivity, RollingActivity
+from telemetry.ingest.pipeline import ingest
+from telemetry.ingest.schema import IncomingEvent
+from telemetry.models import DailyActivity, Event, OsActivity, RollingActivity
 from telemetry.services import purge, rolling
 from telemetry.services.deletion import delete_install
 from telemetry.services.schedule import run_job
@@ -138,3 +141,80 @@ def test_an_install_seen_after_the_day_keeps_the_last_seen_shortcut_away(client)
     assert_rolling_is_brute_force(p.project, [day, timezone.now().date()])
     assert active._rolling_from_installs(p.project, day) is None
     assert active._rolling_from_installs(p.project, timezone.now().date()) is not None
+
+
+def brute_os(project, start, end):
+    """Installs per OS from the raw events: each install's OS of a day is that day's last
+    non-empty one (what DailyActivity keeps), counted once per OS it had in the range."""
+    seen: dict = defaultdict(list)
+    for install, ts, os_name in Event.objects.filter(project=project).values_list(
+        "install_id", "timestamp", "os"
+    ):
+        if start <= ts.astimezone(dt.UTC).date() <= end:
+            seen[(install, ts.astimezone(dt.UTC).date())].append((ts, os_name))
+    pairs = set()
+    for (install, _), events in seen.items():
+        named = [e for e in events if e[1]]
+        pairs.add((install, max(named)[1] if named else ""))
+    by_os: dict = defaultdict(int)
+    for _, os_name in pairs:
+        by_os[os_name or "unknown"] += 1
+    return sorted(by_os.items(), key=lambda x: (-x[1], x[0]))
+
+
+def test_installs_per_os_read_the_folded_pairs_and_match_the_raw_events(client):
+    p = seeded_project(client, seed=39, days=40)
+    end = timezone.now().date()
+    start = end - dt.timedelta(days=29)
+    before = active.os_breakdown(project=p.project, start=start, end=end)
+    assert before == brute_os(p.project, start, end)
+    rolling.refresh_rolling(project=p.project, now=timezone.now())
+    assert OsActivity.objects.filter(project=p.project).exists()
+    assert active.os_breakdown(project=p.project, start=start, end=end) == before
+    # The pairs are what is read: a pair no activity row has shows up.
+    OsActivity.objects.create(project=p.project, install_id="inst_x", os="plan9", last_day=end)
+    assert ("plan9", 1) in active.os_breakdown(project=p.project, start=start, end=end)
+
+
+def test_a_late_event_with_a_new_os_is_counted_at_once_and_folded_by_the_job(client):
+    p = seeded_project(client, seed=40, days=30)
+    rolling.refresh_rolling(project=p.project, now=timezone.now())
+    end = timezone.now().date()
+    start = end - dt.timedelta(days=29)
+    late = timezone.now() - dt.timedelta(days=12)
+    install = DailyActivity.objects.filter(project=p.project).first().install_id
+    ingest(
+        project=p.project,
+        events=[IncomingEvent(install_id=install, name="x", timestamp=late, os="haiku")],
+        client_ip="192.0.2.10",
+        now=late,
+    )
+    assert ("haiku", 1) in active.os_breakdown(project=p.project, start=start, end=end)
+    assert active.os_breakdown(project=p.project, start=start, end=end) == brute_os(
+        p.project, start, end
+    )
+    rolling.refresh_rolling(project=p.project, now=timezone.now())
+    assert OsActivity.objects.filter(project=p.project, install_id=install, os="haiku").exists()
+    assert active.os_breakdown(project=p.project, start=start, end=end) == brute_os(
+        p.project, start, end
+    )
+
+
+def test_the_purge_and_a_deletion_take_their_os_pairs_with_them(client):
+    p = seeded_project(client, seed=42, days=60)
+    now = timezone.now()
+    rolling.refresh_rolling(project=p.project, now=now)
+    p.project.retention_days = 40
+    p.project.save(update_fields=["retention_days"])
+    purge.purge(now=now)
+    cutoff = now.date() - dt.timedelta(days=40)
+    assert not OsActivity.objects.filter(project=p.project, last_day__lt=cutoff).exists()
+    install = OsActivity.objects.filter(project=p.project).first().install_id
+    delete_install(project=p.project, install_id=install)
+    assert not OsActivity.objects.filter(project=p.project, install_id=install).exists()
+    rolling.refresh_rolling(project=p.project, now=now)
+    end = now.date()
+    for start in (cutoff, end - dt.timedelta(days=6)):
+        assert active.os_breakdown(project=p.project, start=start, end=end) == brute_os(
+            p.project, start, end
+        )
