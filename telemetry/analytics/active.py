@@ -213,39 +213,33 @@ def rolling(*, project: Project, day: dt.date) -> Rolling:
     Three exact sources, cheapest first: the installs' last-seen times when nothing is dated
     after `day` (the usual "up to today"), the day's RollingActivity row while it still matches
     its inputs, else a count over the month of daily activity (bench/RESULTS.md, issue 11)."""
-    latest = _rolling_from_installs(project, day)
-    if latest is not None:
-        return latest
+    if not _seen_after(project, day):
+        return _rolling_from_installs(project, day)
     row = closed_days(project=project, first=day, last=day).get(day)
     if row is not None:
         return Rolling(day=day, dau=row.dau, wau=row.wau, mau=row.mau)
     return rolling_counted(project=project, day=day)
 
 
-def _rolling_from_installs(project: Project, day: dt.date) -> Rolling | None:
-    """Rolling counts from Install.last_seen (the install's latest event), or None when some
-    install was seen after `day`. With no event after `day`, an install's last event falls in
-    the N days ending on `day` exactly when it was active in them: one index range over the
-    month's active installs instead of every activity row of the month."""
+def _rolling_from_installs(project: Project, day: dt.date) -> Rolling:
+    """Rolling counts from Install.last_seen (the install's latest event), for a `day` after
+    which no install was seen: then an install's last event falls in the N days ending on `day`
+    exactly when it was active in them. One index range over the month's active installs
+    instead of every activity row of the month."""
     d7 = day - dt.timedelta(days=WAU_DAYS - 1)
     d30 = day - dt.timedelta(days=MAU_DAYS - 1)
     (row,) = _rows(
         "SELECT COUNT(CASE WHEN last_seen >= %s THEN 1 END),"
-        " COUNT(CASE WHEN last_seen >= %s THEN 1 END),"
         " COUNT(CASE WHEN last_seen >= %s THEN 1 END), COUNT(*)"
         " FROM telemetry_install WHERE project_id = %s AND last_seen >= %s",
         [
-            db_datetime(day_start(day + dt.timedelta(days=1))),
             db_datetime(day_start(day)),
             db_datetime(day_start(d7)),
             project.pk,
             db_datetime(day_start(d30)),
         ],
     )
-    later, dau, wau, total = row
-    if later:
-        return None
-    return Rolling(day=day, dau=dau, wau=wau, mau=total)
+    return Rolling(day=day, dau=row[0], wau=row[1], mau=row[2])
 
 
 def rolling_counted(*, project: Project, day: dt.date) -> Rolling:
@@ -380,18 +374,21 @@ def os_breakdown(*, project: Project, start: dt.date, end: dt.date) -> list[tupl
         folded = folded_days(project=project, first=start, last=end)
         if folded:
             live = _missing(start, end, folded)
-            sql = (
-                "SELECT install_id, os FROM telemetry_osactivity"
-                " WHERE project_id = %s AND last_day >= %s"
-            )
+            # The pairs are unique already; a live day's pair counts only when no folded day
+            # of the range has it (one probe of the unique key each, not a sort of the union).
+            sql = "SELECT os FROM telemetry_osactivity WHERE project_id = %s AND last_day >= %s"
             params: list = [project.pk, db_date(start)]
             if live:
                 marks = ", ".join(["%s"] * len(live))
                 sql += (
-                    " UNION SELECT install_id, os FROM telemetry_dailyactivity"
-                    f" WHERE project_id = %s AND day IN ({marks})"
+                    " UNION ALL SELECT a.os FROM (SELECT DISTINCT install_id, os"
+                    " FROM telemetry_dailyactivity"
+                    f" WHERE project_id = %s AND day IN ({marks})) a"
+                    " WHERE NOT EXISTS (SELECT 1 FROM telemetry_osactivity o"
+                    " WHERE o.project_id = %s AND o.install_id = a.install_id AND o.os = a.os"
+                    " AND o.last_day >= %s)"
                 )
-                params += [project.pk, *(db_date(d) for d in live)]
+                params += [project.pk, *(db_date(d) for d in live), project.pk, db_date(start)]
             rows = _rows(
                 f"SELECT os, COUNT(*) FROM ({sql}) x GROUP BY os ORDER BY 2 DESC, 1", params
             )

@@ -139,8 +139,8 @@ def test_an_install_seen_after_the_day_keeps_the_last_seen_shortcut_away(client)
     day = timezone.now().date() - dt.timedelta(days=3)
     # No stored rows: days before the newest activity are counted, today's comes from installs.
     assert_rolling_is_brute_force(p.project, [day, timezone.now().date()])
-    assert active._rolling_from_installs(p.project, day) is None
-    assert active._rolling_from_installs(p.project, timezone.now().date()) is not None
+    assert active._seen_after(p.project, day)
+    assert not active._seen_after(p.project, timezone.now().date())
 
 
 def brute_os(project, start, end):
