@@ -6,6 +6,7 @@ import datetime as dt
 from collections import defaultdict
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from telemetry.analytics import active
@@ -218,3 +219,26 @@ def test_the_purge_and_a_deletion_take_their_os_pairs_with_them(client):
         assert active.os_breakdown(project=p.project, start=start, end=end) == brute_os(
             p.project, start, end
         )
+
+
+def test_a_first_fill_leaves_both_rollups_analysed(client):
+    p = seeded_project(client, seed=43, days=20)
+    rolling.refresh_rolling(project=p.project, now=timezone.now())
+    pairs = OsActivity.objects.filter(project=p.project).count()
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT relname, reltuples FROM pg_class"
+                " WHERE relname IN ('telemetry_rollingactivity', 'telemetry_osactivity')"
+            )
+            stats = dict(cursor.fetchall())
+            assert stats["telemetry_osactivity"] == pairs
+        else:
+            cursor.execute(
+                "SELECT tbl, stat FROM sqlite_stat1"
+                " WHERE tbl IN ('telemetry_rollingactivity', 'telemetry_osactivity')"
+                " AND idx IS NULL"
+            )
+            stats = dict(cursor.fetchall())
+            assert int(stats["telemetry_osactivity"].split()[0]) == pairs
+    assert set(stats) == {"telemetry_rollingactivity", "telemetry_osactivity"}
