@@ -354,6 +354,59 @@ class CohortActivity(models.Model):
         return f"{self.period}{self.cohort} active {self.start}: {self.installs}"
 
 
+class RollingActivity(models.Model):
+    """One closed UTC day of a project: DAU, rolling WAU and MAU (the 7 and 30 days ending on
+    it) and active installs per app version, counted from DailyActivity by
+    telemetry.services.rolling so the overview reads O(days) rows instead of a month of activity.
+
+    `fingerprint` says what the counts were made from (the events counted in the 30 days and the
+    oldest activity day inside them); a reader uses a row only while it still matches, so a late
+    event or a purge falls back to counting until the next refresh."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    dau = models.PositiveIntegerField(default=0)
+    wau = models.PositiveIntegerField(default=0)
+    mau = models.PositiveIntegerField(default=0)
+    versions = models.JSONField(default=dict, help_text="{app_version: installs active that day}")
+    fingerprint = models.CharField(max_length=128)
+    day_events = models.PositiveBigIntegerField(
+        default=0, help_text="Events of the day itself when its activity went into OsActivity."
+    )
+
+    class Meta:
+        verbose_name_plural = "rolling activity"
+        constraints = [
+            models.UniqueConstraint(fields=["project", "day"], name="rolling_unique_project_day")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day}: DAU {self.dau}, WAU {self.wau}, MAU {self.mau}"
+
+
+class OsActivity(models.Model):
+    """Per (project, install, OS): the last closed day the install was active with that OS, kept
+    with RollingActivity, so "installs per OS up to today" reads the month's active installs
+    instead of every activity row of the month (telemetry.analytics.active.os_breakdown)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    install_id = models.CharField(max_length=64)
+    os = models.CharField(max_length=64, blank=True)
+    last_day = models.DateField()
+
+    class Meta:
+        verbose_name_plural = "OS activity"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "install_id", "os"], name="osactivity_unique_install_os"
+            )
+        ]
+        indexes = [models.Index(fields=["project", "last_day"], name="osactivity_project_last_day")]
+
+    def __str__(self) -> str:
+        return f"{self.install_id} on {self.os or '-'} until {self.last_day}"
+
+
 class RollupState(models.Model):
     """When a derived rollup of a project was last rebuilt, and from what: the fingerprint of
     the rollups it was computed from, so readers can tell whether it is still exact."""

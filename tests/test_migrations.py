@@ -1,7 +1,8 @@
-"""Migration 0003 (events v2) on a database that already holds events: nothing is lost.
+"""Migrations on a database that already holds events: nothing is lost (0003 events v2,
+0010 the closed-day rollup).
 
-On PostgreSQL the plain table becomes daily partitions; on SQLite only the unique key changes.
-Rows are written with raw SQL at 0002, the migration runs, and every row is compared.
+For 0003, on PostgreSQL the plain table becomes daily partitions; on SQLite only the unique key
+changes. Rows are written with raw SQL at 0002, the migration runs, and every row is compared.
 """
 
 import datetime as dt
@@ -124,3 +125,43 @@ def test_going_back_before_the_rollup_queue_folds_what_it_holds_first():
     finally:
         migrate(newest)
     assert pipeline.pending_rollups() == 0
+
+
+ROLLING_BEFORE = [("telemetry", "0009_rollup_queue")]
+ROLLING_AFTER = [("telemetry", "0010_rolling_activity")]
+
+
+def table_rows(table: str) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT * FROM {table} ORDER BY id")
+        return [tuple(str(v) for v in row) for row in cursor.fetchall()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_closed_day_rollup_arrives_on_a_database_with_data_and_loses_nothing(client):
+    from django.utils import timezone
+
+    from telemetry.analytics import active
+    from telemetry.services.rolling import refresh_rolling
+    from tests.analytics.data import seeded_project
+
+    p = seeded_project(client, seed=41, days=30)
+    tables = ["telemetry_event", "telemetry_install", "telemetry_dailyactivity"]
+    migrate(ROLLING_BEFORE)
+    try:
+        before = {t: table_rows(t) for t in tables}
+        assert all(before.values())
+        assert "telemetry_rollingactivity" not in connection.introspection.table_names()
+        migrate(ROLLING_AFTER)
+        assert {t: table_rows(t) for t in tables} == before
+        from telemetry.models import Project
+
+        project = Project.objects.get(pk=p.project.pk)
+        day = timezone.now().date() - dt.timedelta(days=4)
+        counted = active.rolling(project=project, day=day)  # an empty rollup: counted
+        assert refresh_rolling(project=project, now=timezone.now()).days >= 25
+        assert active.rolling(project=project, day=day) == counted
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())

@@ -32,6 +32,7 @@ from telemetry.models import (
     DailySummary,
     PeriodActivity,
     Project,
+    RollingActivity,
 )
 
 
@@ -77,22 +78,34 @@ def active_counts(
 ) -> dict[dt.date, int]:
     """Distinct installs with activity per period start, for periods in [start, end]."""
     if interval == DAY:
-        # One row per (install, day): counting rows is counting installs.
-        sql = (
-            "SELECT day, COUNT(*) FROM telemetry_dailyactivity"
-            " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY 1"
-        )
-        params = [project.pk, db_date(start), db_date(end)]
-    else:
-        # Weeks and months: the PeriodActivity rows, one per install and period.
-        sql = (
-            "SELECT start, COUNT(*) FROM telemetry_periodactivity"
-            " WHERE project_id = %s AND period = %s AND start >= %s AND start <= %s GROUP BY 1"
-        )
-        kind = PeriodActivity.WEEK if interval == WEEK else PeriodActivity.MONTH
-        params = [project.pk, kind, db_date(period_start(start, interval)), db_date(end)]
-    rows = _rows(sql, params)
+        # Closed days from their RollingActivity rows; the rest (today, days with late events)
+        # by counting rows: one row per (install, day), so counting rows is counting installs.
+        cached = closed_days(project=project, first=start, last=end)
+        out = {d: row.dau for d, row in cached.items()}
+        missing = _missing(start, end, cached)
+        if missing:
+            rows = _rows(
+                "SELECT day, COUNT(*) FROM telemetry_dailyactivity"
+                " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY 1",
+                [project.pk, db_date(missing[0]), db_date(missing[-1])],
+            )
+            wanted = set(missing)
+            out.update({as_date(d): n for d, n in rows if as_date(d) in wanted})
+        return out
+    # Weeks and months: the PeriodActivity rows, one per install and period.
+    kind = PeriodActivity.WEEK if interval == WEEK else PeriodActivity.MONTH
+    rows = _rows(
+        "SELECT start, COUNT(*) FROM telemetry_periodactivity"
+        " WHERE project_id = %s AND period = %s AND start >= %s AND start <= %s GROUP BY 1",
+        [project.pk, kind, db_date(period_start(start, interval)), db_date(end)],
+    )
     return {as_date(p): n for p, n in rows}
+
+
+def _missing(start: dt.date, end: dt.date, cached: dict) -> list[dt.date]:
+    """The days of [start, end] without a current RollingActivity row, oldest first."""
+    days = (start + dt.timedelta(days=i) for i in range((end - start).days + 1))
+    return [d for d in days if d not in cached]
 
 
 def new_counts(*, project: Project, start: dt.date, end: dt.date) -> dict[dt.date, int]:
@@ -191,9 +204,48 @@ def active_series(*, project: Project, interval: str, start: dt.date, end: dt.da
     return out
 
 
+MAU_DAYS, WAU_DAYS = 30, 7
+
+
 def rolling(*, project: Project, day: dt.date) -> Rolling:
-    """DAU, WAU and MAU as distinct installs active in the 1, 7 and 30 days ending on `day`."""
-    d7, d30 = day - dt.timedelta(days=6), day - dt.timedelta(days=29)
+    """DAU, WAU and MAU as distinct installs active in the 1, 7 and 30 days ending on `day`.
+
+    Three exact sources, cheapest first: the installs' last-seen times when nothing is dated
+    after `day` (the usual "up to today"), the day's RollingActivity row while it still matches
+    its inputs, else a count over the month of daily activity (bench/RESULTS.md, issue 11)."""
+    if not _seen_after(project, day):
+        return _rolling_from_installs(project, day)
+    row = closed_days(project=project, first=day, last=day).get(day)
+    if row is not None:
+        return Rolling(day=day, dau=row.dau, wau=row.wau, mau=row.mau)
+    return rolling_counted(project=project, day=day)
+
+
+def _rolling_from_installs(project: Project, day: dt.date) -> Rolling:
+    """Rolling counts from Install.last_seen (the install's latest event), for a `day` after
+    which no install was seen: then an install's last event falls in the N days ending on `day`
+    exactly when it was active in them. One index range over the month's active installs
+    instead of every activity row of the month."""
+    d7 = day - dt.timedelta(days=WAU_DAYS - 1)
+    d30 = day - dt.timedelta(days=MAU_DAYS - 1)
+    (row,) = _rows(
+        "SELECT COUNT(CASE WHEN last_seen >= %s THEN 1 END),"
+        " COUNT(CASE WHEN last_seen >= %s THEN 1 END), COUNT(*)"
+        " FROM telemetry_install WHERE project_id = %s AND last_seen >= %s",
+        [
+            db_datetime(day_start(day)),
+            db_datetime(day_start(d7)),
+            project.pk,
+            db_datetime(day_start(d30)),
+        ],
+    )
+    return Rolling(day=day, dau=row[0], wau=row[1], mau=row[2])
+
+
+def rolling_counted(*, project: Project, day: dt.date) -> Rolling:
+    """Rolling DAU/WAU/MAU counted from the month of daily activity ending on `day`."""
+    d7 = day - dt.timedelta(days=WAU_DAYS - 1)
+    d30 = day - dt.timedelta(days=MAU_DAYS - 1)
     # Each install's last active day in the 30, by one hash aggregate, then three plain counts:
     # three COUNT(DISTINCT) would each sort the month's activity rows.
     (row,) = _rows(
@@ -205,26 +257,79 @@ def rolling(*, project: Project, day: dt.date) -> Rolling:
     return Rolling(day=day, dau=row[0], wau=row[1], mau=row[2])
 
 
+def versions_counted(*, project: Project, start: dt.date, end: dt.date) -> list[tuple]:
+    """(day, app_version, installs) for every day in [start, end], from the daily activity."""
+    # Per day, an install has one activity row: distinct installs are rows.
+    return _rows(
+        "SELECT day, app_version, COUNT(*) FROM telemetry_dailyactivity"
+        " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY 1, 2",
+        [project.pk, db_date(start), db_date(end)],
+    )
+
+
+def daily_events(*, project: Project, first: dt.date, last: dt.date) -> dict[dt.date, int]:
+    """Events counted per day in [first, last] (days without events absent), from DailyCount."""
+    return {
+        as_date(d): int(n)
+        for d, n in _rows(
+            "SELECT day, SUM(events) FROM telemetry_dailycount"
+            " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY day",
+            [project.pk, db_date(first), db_date(last)],
+        )
+    }
+
+
+def window_fingerprints(*, project: Project, first: dt.date, last: dt.date) -> dict[dt.date, str]:
+    """What a RollingActivity row of each day in [first, last] is counted from: the events of
+    the 30 days ending on it, and the oldest activity day among them. Every accepted event
+    (late ones too) moves the first, a purge the second; deleting an install clears the rows.
+    Read from DailyCount, a few thousand rows for any range."""
+    lo = first - dt.timedelta(days=MAU_DAYS - 1)
+    per_day = daily_events(project=project, first=lo, last=last)
+    oldest = raw_boundary(project=project)
+    out: dict[dt.date, str] = {}
+    total, day = 0, lo
+    while day <= last:
+        total += per_day.get(day, 0)
+        window_start = day - dt.timedelta(days=MAU_DAYS - 1)
+        if window_start > lo:
+            total -= per_day.get(window_start - dt.timedelta(days=1), 0)
+        if day >= first:
+            boundary = "-" if oldest is None else max(oldest, window_start).isoformat()
+            out[day] = f"{total}:{boundary}"
+        day += dt.timedelta(days=1)
+    return out
+
+
+def closed_days(
+    *, project: Project, first: dt.date, last: dt.date
+) -> dict[dt.date, RollingActivity]:
+    """The RollingActivity rows of [first, last] that still match what they were counted from."""
+    rows = list(RollingActivity.objects.filter(project=project, day__gte=first, day__lte=last))
+    if not rows:
+        return {}
+    current = window_fingerprints(
+        project=project, first=min(r.day for r in rows), last=max(r.day for r in rows)
+    )
+    return {r.day: r for r in rows if current.get(r.day) == r.fingerprint}
+
+
 def version_adoption(
     *, project: Project, start: dt.date, end: dt.date, interval: str = DAY, top: int = 6
 ) -> dict:
     """Active installs per app version per period; versions beyond the `top` most used are
     folded into "other"."""
-    bucket = bucket_sql("day", interval)
-    # Per day, an install has one activity row: distinct installs are rows. Longer periods
-    # group by install first (a hash aggregate), then count.
     if interval == DAY:
-        sql = (
-            "SELECT day AS p, app_version, COUNT(*) FROM telemetry_dailyactivity"
-            " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY 1, 2"
-        )
+        rows = _versions_by_day(project, start, end)
     else:
-        sql = (
+        # Longer periods group by install first (a hash aggregate), then count.
+        rows = _rows(
             "SELECT p, app_version, COUNT(*) FROM ("
-            f"SELECT {bucket} AS p, app_version, install_id FROM telemetry_dailyactivity"
-            " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY 1, 2, 3) x GROUP BY 1, 2"
+            f"SELECT {bucket_sql('day', interval)} AS p, app_version, install_id"
+            " FROM telemetry_dailyactivity WHERE project_id = %s AND day >= %s AND day <= %s"
+            " GROUP BY 1, 2, 3) x GROUP BY 1, 2",
+            [project.pk, db_date(start), db_date(end)],
         )
-    rows = _rows(sql, [project.pk, db_date(start), db_date(end)])
     totals: dict[str, int] = {}
     for _, version, n in rows:
         totals[version or "unknown"] = totals.get(version or "unknown", 0) + n
@@ -243,8 +348,51 @@ def version_adoption(
     return {"labels": [label(p, interval) for p in buckets], "series": series}
 
 
+def _versions_by_day(project: Project, start: dt.date, end: dt.date) -> list[tuple]:
+    """(day, version, installs) over [start, end]: closed days from their RollingActivity rows,
+    the days without a current row (today, a day with late events) counted."""
+    cached = closed_days(project=project, first=start, last=end)
+    rows = [(d, v, n) for d, row in cached.items() for v, n in row.versions.items()]
+    missing = _missing(start, end, cached)
+    if missing:
+        wanted = set(missing)
+        rows += [
+            r
+            for r in versions_counted(project=project, start=missing[0], end=missing[-1])
+            if as_date(r[0]) in wanted
+        ]
+    return rows
+
+
 def os_breakdown(*, project: Project, start: dt.date, end: dt.date) -> list[tuple[str, int]]:
-    """Distinct active installs per OS (the OS of their activity rows) in [start, end]."""
+    """Distinct active installs per OS (the OS of their activity rows) in [start, end].
+
+    When nothing is dated after `end`, the (install, OS) pairs of the closed days already in
+    OsActivity are its rows with a last day from `start` on; only the other days (today, days
+    with late events) are read from the daily activity. Otherwise everything is counted."""
+    if not _seen_after(project, end):
+        folded = folded_days(project=project, first=start, last=end)
+        if folded:
+            live = _missing(start, end, folded)
+            # The pairs are unique already; a live day's pair counts only when no folded day
+            # of the range has it (one probe of the unique key each, not a sort of the union).
+            sql = "SELECT os FROM telemetry_osactivity WHERE project_id = %s AND last_day >= %s"
+            params: list = [project.pk, db_date(start)]
+            if live:
+                marks = ", ".join(["%s"] * len(live))
+                sql += (
+                    " UNION ALL SELECT a.os FROM (SELECT DISTINCT install_id, os"
+                    " FROM telemetry_dailyactivity"
+                    f" WHERE project_id = %s AND day IN ({marks})) a"
+                    " WHERE NOT EXISTS (SELECT 1 FROM telemetry_osactivity o"
+                    " WHERE o.project_id = %s AND o.install_id = a.install_id AND o.os = a.os"
+                    " AND o.last_day >= %s)"
+                )
+                params += [project.pk, *(db_date(d) for d in live), project.pk, db_date(start)]
+            rows = _rows(
+                f"SELECT os, COUNT(*) FROM ({sql}) x GROUP BY os ORDER BY 2 DESC, 1", params
+            )
+            return [(os or "unknown", n) for os, n in rows]
     rows = _rows(
         "SELECT os, COUNT(*) FROM (SELECT os, install_id FROM telemetry_dailyactivity"
         " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY 1, 2) x"
@@ -252,6 +400,32 @@ def os_breakdown(*, project: Project, start: dt.date, end: dt.date) -> list[tupl
         [project.pk, db_date(start), db_date(end)],
     )
     return [(os or "unknown", n) for os, n in rows]
+
+
+def _seen_after(project: Project, day: dt.date) -> bool:
+    """Whether any install has an event dated after `day` (Install.last_seen, by its index)."""
+    return bool(
+        _rows(
+            "SELECT 1 FROM telemetry_install WHERE project_id = %s AND last_seen >= %s LIMIT 1",
+            [project.pk, db_datetime(day_start(day + dt.timedelta(days=1)))],
+        )
+    )
+
+
+def folded_days(
+    *, project: Project, first: dt.date, last: dt.date
+) -> dict[dt.date, RollingActivity]:
+    """Days of [first, last] whose activity is in OsActivity as it is now: their row's
+    `day_events` still equals the day's events (a late event on the day makes it unfolded)."""
+    rows = list(
+        RollingActivity.objects.filter(project=project, day__gte=first, day__lte=last).only(
+            "day", "day_events"
+        )
+    )
+    if not rows:
+        return {}
+    events = daily_events(project=project, first=first, last=last)
+    return {r.day: r for r in rows if events.get(r.day, 0) == r.day_events}
 
 
 def overview(*, project: Project, start: dt.date, end: dt.date) -> dict:

@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from telemetry.ingest import pipeline
 from telemetry.models import DailyActivity, Event, Install, PeriodActivity, Project
 from telemetry.services.cohorts import invalidate as invalidate_cohorts
+from telemetry.services.rolling import forget_install
 
 BATCH_SIZE = 5_000
 
@@ -64,4 +65,5 @@ def delete_install(*, project: Project, install_id: str) -> Deleted:
         ).delete()
         # The retention cells counted this install; they are recounted on the next refresh.
         invalidate_cohorts(project=project)
+        forget_install(project=project, install_id=install_id)
     return deleted

@@ -3,7 +3,8 @@ as events together with exactly the rollups the ingest pipeline would have kept 
 
 Each install is generated whole, so its Install and DailyActivity rows are final when written;
 PostgreSQL gets COPY (psycopg's cursor.copy), SQLite batched executemany, all in one transaction;
-then the tables are analyzed and the cohort rollup rebuilt, so the first page is planned well.
+then the tables are analyzed and the cohort and closed-day rollups rebuilt, so the first page
+is planned well.
 """
 
 import datetime as dt
@@ -16,10 +17,20 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 
 from telemetry.ingest.pipeline import rebuild_period_activity
-from telemetry.models import DailyActivity, DailyCount, Event, Install, PeriodActivity, Project
+from telemetry.models import (
+    DailyActivity,
+    DailyCount,
+    Event,
+    Install,
+    OsActivity,
+    PeriodActivity,
+    Project,
+    RollingActivity,
+)
 from telemetry.services import partitions
 from telemetry.services.cohorts import refresh_cohorts
 from telemetry.services.maintenance import ANALYTICS_TABLES, analyze
+from telemetry.services.rolling import refresh_rolling
 
 OS_MIX = [("linux", "Linux", 0.46), ("darwin", "Darwin", 0.36), ("windows", "Windows", 0.18)]
 NAMES = [("session.start", 0.3), ("command.run", 0.42), ("tts.request", 0.2), ("app.start", 0.06)]
@@ -143,7 +154,7 @@ def seed_demo(
         if any(m.objects.filter(project=project).exists() for m in tables):
             if not replace:
                 raise ValueError(f"project {project.slug!r} has data already; use --replace")
-            for model in tables:
+            for model in (*tables, RollingActivity, OsActivity):
                 model.objects.filter(project=project).delete()
         with connection.cursor() as cursor:
             writer = Writer(cursor)
@@ -239,6 +250,8 @@ def seed_demo(
     # A freshly loaded table has no statistics: plan the first page on real numbers.
     analyze(ANALYTICS_TABLES, vacuum=True)
     refresh_cohorts(project=project, now=now)
+    refresh_rolling(project=project, now=now)
+    analyze(["telemetry_rollingactivity", "telemetry_osactivity"])
     return Seeded(installs=installs, events=total, activity_rows=rows_activity, days=days)
 
 

@@ -16,6 +16,8 @@ ANALYTICS_TABLES = (
     "telemetry_periodactivity",
     "telemetry_dailycount",
     "telemetry_cohortactivity",
+    "telemetry_rollingactivity",
+    "telemetry_osactivity",
 )
 
 

@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from django.db import connection, transaction
 
 from telemetry.ingest import pipeline
-from telemetry.models import Batch, DailyActivity, Event, Install, PeriodActivity, Project
+from telemetry.models import (
+    Batch,
+    DailyActivity,
+    Event,
+    Install,
+    OsActivity,
+    PeriodActivity,
+    Project,
+    RollingActivity,
+)
 from telemetry.services import aggregates, partitions
 from telemetry.services.locks import job_lock
 from telemetry.services.stats import day_start
@@ -270,6 +279,14 @@ def _purge(
             pause=pause,
             progress=progress,
         )
+    # Closed-day counts of purged days, and (install, OS) pairs last active on them, describe
+    # rows that are gone (later days' rows notice the new oldest day by their fingerprint and
+    # are recounted by the next refresh).
+    for p in projects:
+        for model, column in ((RollingActivity, "day"), (OsActivity, "last_day")):
+            gone, _ = model.objects.filter(project=p, **{f"{column}__lt": keep_from[p.pk]}).delete()
+            if gone:
+                touched.add(model._meta.db_table)
     counts = [results[p.pk] for p in projects]
     _analyze(counts, touched, partitioned={name for name, *_ in _TARGETS} - labels)
     return counts

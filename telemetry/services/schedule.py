@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from telemetry.ingest import pipeline
 from telemetry.models import TaskRun
-from telemetry.services import aggregates, cohorts, partitions, purge, salts
+from telemetry.services import aggregates, cohorts, partitions, purge, rolling, salts
 from telemetry.services.locks import LockBusy
 
 # Rollups are caught up within a minute of an event's commit (CONTRACTS A1): a fold every 10 s
@@ -78,7 +78,11 @@ def _fold_rollups(now: dt.datetime) -> JobResult:
 
 def _refresh_cohorts(now: dt.datetime) -> JobResult:
     done = cohorts.refresh_stale(now=now)
-    return JobResult(sum(r.cells for r in done), {r.project: r.cells for r in done})
+    days = rolling.refresh_stale(now=now)
+    details = {r.project: r.cells for r in done}
+    if days:
+        details["rolling_days"] = {r.project: r.days for r in days}
+    return JobResult(sum(r.cells for r in done) + sum(r.days for r in days), details)
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,8 @@ JOBS = {
             "telemetry.tasks.refresh_cohorts",
             _refresh_cohorts,
             {"minute": "*", "hour": "*"},
-            "Recount the retention grid's cells of projects with new events since the last run.",
+            "Recount the retention grid's cells and the overview's closed days of projects with"
+            " new events since the last run.",
         ),
     ]
 }

@@ -1,0 +1,133 @@
+"""The closed-day rollups: RollingActivity (DAU, rolling WAU/MAU and installs per version of each
+closed UTC day) and OsActivity (each install and OS's last closed active day), counted from
+DailyActivity so the overview reads O(days) rows and the month's active installs.
+
+Idempotent: `refresh_rolling` recounts only the days whose row is missing or no longer matches
+its inputs (late events, a purge); run it after bulk writes (seed_demo) and from the one-minute
+`refresh_cohorts` beat job. Readers check each row's fingerprint, so a stale row is never served.
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+
+from telemetry.analytics import active
+from telemetry.analytics.periods import as_date, today
+from telemetry.models import OsActivity, Project, RollingActivity
+from telemetry.services.maintenance import analyze
+
+# Days before today kept counted: the longest range a page or the API asks for (400 days).
+MAX_DAYS = 400
+# More days folded at once than a week of late events: a bulk write, analysed afterwards.
+BULK_DAYS = 7
+
+
+@dataclass
+class RolledUp:
+    project: str
+    days: int  # rows (re)counted
+
+
+def refresh_rolling(*, project: Project, now: dt.datetime) -> RolledUp:
+    """Recount the stale or missing closed days of `project`, from its oldest activity day (or
+    400 days ago) to yesterday; drop rows older than that (purged days)."""
+    yesterday = today(now) - dt.timedelta(days=1)
+    oldest = active.raw_boundary(project=project)
+    first = max(oldest, today(now) - dt.timedelta(days=MAX_DAYS)) if oldest else None
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            # One snapshot for the fingerprints and the counts: a row never claims events
+            # its counts did not see.
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        old = RollingActivity.objects.filter(project=project)
+        if first is not None:
+            old = old.exclude(day__gte=first, day__lte=yesterday)
+        old.delete()
+        # Pairs last active before the oldest day kept describe purged activity.
+        OsActivity.objects.filter(project=project, last_day__lt=first or today(now)).delete()
+        if first is None or first > yesterday:
+            return RolledUp(project=project.slug, days=0)
+        # Fingerprints before counts: should an event land in between, the row's fingerprint
+        # is older than its counts and readers recount; never the other way round.
+        wanted = active.window_fingerprints(project=project, first=first, last=yesterday)
+        events = active.daily_events(project=project, first=first, last=yesterday)
+        have = {
+            day: (fp, n)
+            for day, fp, n in RollingActivity.objects.filter(project=project).values_list(
+                "day", "fingerprint", "day_events"
+            )
+        }
+        stale = [d for d, fp in wanted.items() if have.get(d, ("", 0))[0] != fp]
+        if not stale:
+            return RolledUp(project=project.slug, days=0)
+        unfolded = [d for d in stale if d not in have or have[d][1] != events.get(d, 0)]
+        _fold_os(project, unfolded)
+        versions: dict[dt.date, dict[str, int]] = {d: {} for d in stale}
+        for day, version, n in active.versions_counted(
+            project=project, start=min(stale), end=max(stale)
+        ):
+            if as_date(day) in versions:
+                versions[as_date(day)][version] = n
+        rows = []
+        for day in stale:
+            counts = active.rolling_counted(project=project, day=day)
+            rows.append(
+                RollingActivity(
+                    project=project,
+                    day=day,
+                    dau=counts.dau,
+                    wau=counts.wau,
+                    mau=counts.mau,
+                    versions=versions[day],
+                    fingerprint=wanted[day],
+                    day_events=events.get(day, 0),
+                )
+            )
+        RollingActivity.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["project", "day"],
+            update_fields=["dau", "wau", "mau", "versions", "fingerprint", "day_events"],
+        )
+    if len(unfolded) > BULK_DAYS:
+        # A first fill or a rebuild wrote a table's worth of rows: plan on them (STYLE 16).
+        analyze(["telemetry_rollingactivity", "telemetry_osactivity"])
+    return RolledUp(project=project.slug, days=len(rows))
+
+
+def _fold_os(project: Project, days: list[dt.date]) -> None:
+    """Raise each (install, OS) pair's last day to the latest of `days` it was active on."""
+    if not days:
+        return
+    latest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+    marks = ", ".join(["%s"] * len(days))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO telemetry_osactivity (project_id, install_id, os, last_day)"
+            " SELECT project_id, install_id, os, MAX(day) FROM telemetry_dailyactivity"
+            f" WHERE project_id = %s AND day IN ({marks}) GROUP BY project_id, install_id, os"
+            " ON CONFLICT (project_id, install_id, os) DO UPDATE SET last_day ="
+            f" {latest}(telemetry_osactivity.last_day, excluded.last_day)",
+            [project.pk, *(connection.ops.adapt_datefield_value(d) for d in days)],
+        )
+
+
+def invalidate(*, project: Project) -> None:
+    """Forget the project's counted days (after deleting an install's rows): readers count
+    until the next refresh."""
+    RollingActivity.objects.filter(project=project).delete()
+
+
+def forget_install(*, project: Project, install_id: str) -> None:
+    """Drop one install's (install, OS) pairs and the counted days (an install's deletion)."""
+    OsActivity.objects.filter(project=project, install_id=install_id).delete()
+    invalidate(project=project)
+
+
+def refresh_stale(*, now: dt.datetime) -> list[RolledUp]:
+    """Refresh every project with a stale or missing closed day; report those that had one."""
+    done = [refresh_rolling(project=p, now=now) for p in Project.objects.all()]
+    return [r for r in done if r.days]
