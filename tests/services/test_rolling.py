@@ -17,7 +17,7 @@ from telemetry.services import purge, rolling
 from telemetry.services.deletion import delete_install
 from telemetry.services.schedule import run_job
 from tests.analytics.data import Brute, seeded_project
-from tests.factories import ingest_at
+from tests.factories import fold, ingest_at
 
 pytestmark = pytest.mark.django_db
 
@@ -190,6 +190,7 @@ def test_a_late_event_with_a_new_os_is_counted_at_once_and_folded_by_the_job(cli
         client_ip="192.0.2.10",
         now=late,
     )
+    fold()
     assert ("haiku", 1) in active.os_breakdown(project=p.project, start=start, end=end)
     assert active.os_breakdown(project=p.project, start=start, end=end) == brute_os(
         p.project, start, end
