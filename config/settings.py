@@ -94,6 +94,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
 else:
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
+    # Ingest's store statement is prepared once per connection (telemetry.ingest.pipeline);
+    # Django's own queries bind on the client and are never prepared. Set 0 behind a pooler in
+    # transaction mode that cannot keep prepared statements (PgBouncer before 1.21).
+    if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+        DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 5)
 
 # A streaming replica for dashboard and analytics reads (README, "Beyond one machine"). Reads
 # fall back to the primary while it is down or more than DATABASE_REPLICA_MAX_LAG_SECONDS behind.

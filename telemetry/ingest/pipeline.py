@@ -16,6 +16,7 @@ import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import psycopg
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
@@ -302,9 +303,7 @@ WITH ev AS (
     SELECT c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10 FROM jsonb_to_recordset(%s::jsonb)
         AS x(c0 bigint, c1 text, c2 text, c3 text, c4 timestamptz, c5 timestamptz, c6 text,
              c7 text, c8 text, c9 jsonb, c10 text, c11 boolean)
-    WHERE CASE WHEN c11 THEN NOT EXISTS (
-        SELECT 1 FROM telemetry_event e WHERE e.project_id = x.c0 AND e.event_id = x.c1
-    ) ELSE TRUE END
+    {{any_time}}
     {_CONFLICT}
     RETURNING project_id, event_id, install_id, name, timestamp, app_version, os
 ), queued AS (
@@ -413,17 +412,32 @@ def pending_rollups() -> int:
 
 
 def _store_postgres(rows: list) -> list[str | None]:
-    """Run _STORE_POSTGRES for the rows; the event ids (None for id-less) of the rows stored."""
+    """Run the store statement for the rows; the event ids (None for id-less) of the rows
+    stored."""
+    sql = _STORE_ANY_TIME_SQL if any(r[-1] for r in rows) else _STORE_POSTGRES_SQL
     params = [_dumps([_json_row(r) for r in rows])]
     if connection.in_atomic_block:
         # Inside a caller's transaction a failed statement would poison it: use a savepoint,
         # so a missing partition can be created and the statement retried.
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(_STORE_POSTGRES_SQL, params)
-            return [row[0] for row in cursor.fetchall()]
-    with connection.cursor() as cursor:
-        cursor.execute(_STORE_POSTGRES_SQL, params)
-        return [row[0] for row in cursor.fetchall()]
+        with transaction.atomic():
+            return [row[0] for row in _execute_prepared(sql, params)]
+    return [row[0] for row in _execute_prepared(sql, params)]
+
+
+def _execute_prepared(sql: str, params: list) -> list[tuple]:
+    """Run a hot statement prepared on the server, once per connection.
+
+    Django binds parameters on the client, so PostgreSQL parses and plans every statement it
+    is sent. Planning an insert into the partitioned event table with its indexes costs the
+    server about three times what running it does (bench/RESULTS.md); a prepared statement
+    is planned once per connection (and again by PostgreSQL itself after partition DDL).
+    DATABASE_PREPARED_STATEMENTS=0 (no prepare_threshold on the connection) turns this off,
+    for poolers that cannot keep them: the statement is then bound on the server unnamed.
+    """
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchall()
 
 
 def _json_row(row: tuple) -> dict:
@@ -530,7 +544,15 @@ _COUNT_UPSERT = (
     + _COUNT_CONFLICT
 )
 
-_STORE_POSTGRES_SQL = _STORE_POSTGRES
+_STORE_POSTGRES_SQL = _STORE_POSTGRES.format(any_time="")
+# Only rows flagged dedupe_any_time look for their id on every day; the check names the parent
+# table without a time bound, so planning it touches every partition. It is a second statement,
+# used only by requests that carry such a row, so that the common one never pays for it.
+_STORE_ANY_TIME_SQL = _STORE_POSTGRES.format(
+    any_time="""WHERE CASE WHEN c11 THEN NOT EXISTS (
+        SELECT 1 FROM telemetry_event e WHERE e.project_id = x.c0 AND e.event_id = x.c1
+    ) ELSE TRUE END"""
+)
 _FOLD_POSTGRES_SQL = _FOLD_POSTGRES.format(
     rollups=_ROLLUPS_POSTGRES.format(
         install_conflict=_INSTALL_CONFLICT,

@@ -50,6 +50,48 @@ def test_an_event_on_a_day_without_a_partition_is_stored_through_on_demand_creat
     assert Event.objects.get(project=p).timestamp == when
 
 
+def prepared_store_statements() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%INSERT INTO telemetry_rollupqueue%"],
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.fixture
+def prepare_threshold():
+    """The connection's psycopg prepare_threshold, restored after the test (None: the
+    DATABASE_PREPARED_STATEMENTS=0 setting, no prepared statements)."""
+    connection.ensure_connection()
+    before = connection.connection.prepare_threshold
+    yield lambda value: setattr(connection.connection, "prepare_threshold", value)
+    connection.connection.prepare_threshold = before
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+def test_the_store_statement_keeps_working_while_partitions_are_dropped_and_made(
+    prepare_threshold, prepared
+):
+    # The store statement is prepared once per connection: PostgreSQL must plan it again when
+    # a purge drops the partition it last wrote to and on-demand creation makes it anew.
+    assert connection.connection.prepare_threshold is not None  # the default is on
+    prepare_threshold(5 if prepared else None)
+    connection.connection.execute("DEALLOCATE ALL")
+    p = make_project(retention_days=30).project
+    assert ingest_at(p, days_ago(35), "inst_prep_001").accepted == 1
+    (result,) = purge.purge(now=NOW)
+    assert result.deleted["events"] == 1
+    assert days_ago(35).date() not in partitions.existing()
+    assert ingest_at(p, days_ago(35, hour=11), "inst_prep_002").accepted == 1
+    assert ingest_at(p, days_ago(2), "inst_prep_003").accepted == 1
+    assert sorted(Event.objects.filter(project=p).values_list("install_id", flat=True)) == [
+        "inst_prep_002",
+        "inst_prep_003",
+    ]
+    assert prepared_store_statements() == (1 if prepared else 0)
+
+
 def test_a_purge_drops_whole_expired_days_and_keeps_the_rest():
     p = make_project(retention_days=30).project
     for n in (40, 35, 31, 30, 29, 1):
