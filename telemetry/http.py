@@ -1,6 +1,7 @@
 """Request helpers every front door shares: bounded body reads, JSON parsing, media types."""
 
 import json
+import re
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
@@ -41,6 +42,18 @@ def read_body(request: HttpRequest, limit: int) -> bytes:
     if len(body) > limit:
         raise BodyTooLarge
     return body
+
+
+# In parsed JSON, NUL and lone UTF-16 surrogates can only come from a \u escape: a raw control
+# character is not JSON and an encoded surrogate is not UTF-8.
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89abcdefABCDEF])")
+
+
+def plain_text(body: bytes) -> bool:
+    """Whether no string parsed from this JSON body can hold NUL or a lone surrogate (one scan
+    of the bytes instead of a walk over every parsed string; a paired surrogate escape, such as
+    an emoji, answers False and takes the walk)."""
+    return _UNSTORABLE_ESCAPE.search(body) is None
 
 
 def parse_json(body: bytes) -> Any:

@@ -7,7 +7,14 @@ pipeline and formats 202 {"accepted", "duplicates", "rejected"}; every error is 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 
-from telemetry.http import BodyTooLarge, BodyUnreadable, media_type, parse_json, read_body
+from telemetry.http import (
+    BodyTooLarge,
+    BodyUnreadable,
+    media_type,
+    parse_json,
+    plain_text,
+    read_body,
+)
 from telemetry.ingest import auth, pipeline
 from telemetry.ingest.privacy import client_ip
 from telemetry.ingest.schema import InvalidEvent, event_from_native
@@ -49,7 +56,8 @@ def handle_events(request: HttpRequest, project: Project | None = None) -> JsonR
     if media_type(request) != "application/json":
         return error(415, "unsupported_media_type", "send Content-Type: application/json")
     try:
-        payload = parse_json(read_body(request, MAX_BODY))
+        body = read_body(request, MAX_BODY)
+        payload = parse_json(body)
     except BodyTooLarge:
         return error(413, "payload_too_large", f"the body is over {MAX_BODY} bytes")
     except BodyUnreadable:
@@ -58,10 +66,11 @@ def handle_events(request: HttpRequest, project: Project | None = None) -> JsonR
         return error(400, "invalid_json", f"the body is not valid JSON: {exc}")
 
     now = timezone.now()
+    plain = plain_text(body)
     if isinstance(payload, dict) and "events" in payload:
-        return _batch(request, owner, payload, now)
+        return _batch(request, owner, payload, now, plain)
     try:
-        event = event_from_native(payload, project=owner, now=now)
+        event = event_from_native(payload, project=owner, now=now, plain_text=plain)
     except InvalidEvent as exc:
         return error(400, "invalid_event", str(exc), field=exc.field)
     result = _run(request, owner, [event], now)
@@ -73,7 +82,7 @@ def handle_events(request: HttpRequest, project: Project | None = None) -> JsonR
     return _accepted(result, [])
 
 
-def _batch(request: HttpRequest, project: Project, payload: dict, now) -> JsonResponse:
+def _batch(request: HttpRequest, project: Project, payload: dict, now, plain: bool) -> JsonResponse:
     items = payload["events"]
     if set(payload) != {"events"}:
         return error(400, "invalid_batch", 'a batch is {"events": [...]} and nothing else')
@@ -84,7 +93,7 @@ def _batch(request: HttpRequest, project: Project, payload: dict, now) -> JsonRe
     valid, positions, rejected = [], [], []
     for index, item in enumerate(items):
         try:
-            valid.append(event_from_native(item, project=project, now=now))
+            valid.append(event_from_native(item, project=project, now=now, plain_text=plain))
             positions.append(index)
         except InvalidEvent as exc:
             rejected.append({"index": index, "error": str(exc)})

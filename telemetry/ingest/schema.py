@@ -98,12 +98,14 @@ def storable(value: Any, max_depth: int = 16) -> bool:
     return True
 
 
-def _depth(value: Any) -> int:
+def _too_deep(value: Any, levels: int) -> bool:
+    """Whether objects and arrays nest more than `levels` deep; looks no further than that,
+    so any nesting the JSON parser accepted is answered without deep recursion."""
     if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
+        value = value.values()
+    elif not isinstance(value, list):
+        return False
+    return levels == 0 or any(_too_deep(v, levels - 1) for v in value)
 
 
 def _check_strings(value: Any, path: str) -> None:
@@ -135,7 +137,7 @@ def validate_properties(properties: Any, *, project: Project) -> dict[str, Any]:
         raise InvalidEvent("properties", "must be an object")
     if len(properties) > MAX_PROPERTIES:
         raise InvalidEvent("properties", f"more than {MAX_PROPERTIES} keys")
-    if _depth(properties) > MAX_DEPTH:
+    if _too_deep(properties, MAX_DEPTH):
         raise InvalidEvent("properties", f"nested deeper than {MAX_DEPTH} levels")
     _check_strings(properties, "properties")
     schema = project.property_schema or {}
@@ -211,7 +213,15 @@ class _Rule:
 def _rules(serializer: type[serializers.Serializer]) -> tuple[_Rule, ...]:
     rules = []
     for name, f in serializer().fields.items():
-        pattern = next((v.regex for v in f.validators if isinstance(v, RegexValidator)), None)
+        # RegexValidator keeps a lazy proxy; the hot path calls the compiled pattern itself.
+        pattern = next(
+            (
+                re.compile(v.regex.pattern, v.regex.flags)
+                for v in f.validators
+                if isinstance(v, RegexValidator)
+            ),
+            None,
+        )
         if pattern is not None:
             kind = "pattern"
         elif isinstance(f, serializers.DateTimeField):
@@ -237,15 +247,22 @@ _NATIVE_FIELDS = frozenset(rule.name for rule in _RULES)
 
 
 def event_from_native(
-    item: Any, *, project: Project, now: dt.datetime, history: bool = False
+    item: Any,
+    *,
+    project: Project,
+    now: dt.datetime,
+    history: bool = False,
+    plain_text: bool = False,
 ) -> IncomingEvent:
     """Validate one native-API event object (CONTRACTS A3) into an IncomingEvent.
 
     `history` (the importer) lifts the retention bound; the importer keeps older events as
-    anonymous aggregates itself."""
+    anonymous aggregates itself. `plain_text` says the JSON body it came from holds no escape
+    that could make NUL or a lone surrogate (telemetry.http.plain_text): the per-string scan is
+    then skipped; nesting is bounded by the checks below either way."""
     if not isinstance(item, dict):
         raise InvalidEvent("event", "must be a JSON object")
-    if not storable(item):
+    if not plain_text and not storable(item):
         raise InvalidEvent("event", "text with NUL or unpaired surrogates, or nested too deep")
     unknown = item.keys() - _NATIVE_FIELDS
     if unknown:

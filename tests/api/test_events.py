@@ -255,6 +255,54 @@ def test_text_no_database_can_hold_is_400_not_503(client, bad):
     assert Event.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"session_id": "a\u0000b"},
+        {"properties": {"k\ud800": 1}},
+        {"properties": {"s": "x\udfff"}},
+        {"os": "\udbff"},
+    ],
+)
+def test_in_a_batch_only_the_event_with_unstorable_text_is_refused(client, bad):
+    # The body is scanned once for the escapes that make NUL or a lone surrogate; when one is
+    # there, every event is checked string by string, keys included.
+    p = make_project()
+    events = [
+        native_event(install_id="inst_good0001"),
+        native_event(install_id="inst_bad00001", **bad),
+        native_event(install_id="inst_good0002"),
+    ]
+    body = json.dumps({"events": events})
+    r = post(client, body.replace("\\udbff", "\\uDBFF"), p.ingest_key)
+    assert r.status_code == 202
+    assert r.json()["accepted"] == 2
+    assert [x["index"] for x in r.json()["rejected"]] == [1]
+    assert sorted(Event.objects.values_list("install_id", flat=True)) == [
+        "inst_good0001",
+        "inst_good0002",
+    ]
+
+
+def test_paired_surrogate_escapes_such_as_an_emoji_are_stored(client):
+    p = make_project()
+    r = post(client, json.dumps(native_event(properties={"mood": "\U0001f600"})), p.ingest_key)
+    assert r.status_code == 202
+    assert Event.objects.get().properties == {"mood": "\U0001f600"}
+
+
+def test_properties_nested_as_deep_as_the_parser_allows_are_400_not_500(client):
+    p = make_project()
+    deep = "[" * 900 + "]" * 900
+    body = json.dumps(native_event()).replace(
+        '"properties": {', f'"properties": {{"d": {deep}, ', 1
+    )
+    r = post(client, body, p.ingest_key)
+    assert r.status_code == 400
+    assert r.json()["field"] == "properties"
+    assert Event.objects.count() == 0
+
+
 def test_ids_with_a_trailing_newline_are_rejected(client):
     p = make_project()
     r = post(client, native_event(install_id="inst_abcd1234\n"), p.ingest_key)
