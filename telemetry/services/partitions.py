@@ -25,6 +25,8 @@ _NAME = re.compile(r"^(telemetry_event|telemetry_dailyactivity)_p(\d{8})$")
 LOCK_TIMEOUT = "2s"
 DROP_LOCK_TIMEOUT = "100ms"
 DAYS_AHEAD = 7
+# Detached tables dropped per transaction: each holds its table's and indexes' locks until commit.
+DROP_TABLES_PER_TRANSACTION = 64
 
 
 class PartitionUnavailable(Exception):
@@ -135,35 +137,42 @@ def projects_in(name: str) -> list[int]:
 
 
 def drop_many(names: list[str], *, chunk: int = 16, pause: float = 0.0) -> None:
-    """Detach and drop partitions, holding a parent for milliseconds at most.
+    """Detach partitions, holding a parent for milliseconds at most, then drop them.
 
-    Up to `chunk` go in one transaction (one commit, one brief exclusive lock on the parent).
-    A plain DETACH waits at most DROP_LOCK_TIMEOUT for that lock, so ingest never queues behind
-    it for long; a group that cannot get it is retried one by one, and a partition that still
-    cannot falls back to DETACH … CONCURRENTLY, which never blocks inserts. Killed half-way,
-    that leaves the partition "detach pending", which `finish_pending` completes next run.
+    Up to `chunk` are detached in one transaction (one commit, one brief exclusive lock on the
+    parent). A plain DETACH waits at most DROP_LOCK_TIMEOUT for that lock, so ingest never
+    queues behind it for long; a group that cannot get it is retried one by one, and a
+    partition that still cannot falls back to DETACH … CONCURRENTLY, which never blocks inserts.
+    The detached tables are then dropped together, outside any parent's lock: removing their
+    files is the slow part of a drop, and no insert waits for it. Killed half-way, a partition
+    is left "detach pending" or detached but not dropped; `finish_pending` completes both.
     """
+    detached: list[str] = []
     for start in range(0, len(names), chunk):
         if start and pause:
             time.sleep(pause)
         group = names[start : start + chunk]
-        if _detach_and_drop(group):
-            continue
-        for name in group:
-            if len(group) == 1 or not _detach_and_drop([name]):
-                _detach_concurrently_and_drop(name)
-
-
-def _detach_and_drop(names: list[str]) -> bool:
-    """One transaction; False when the lock budget ran out (nothing changed then)."""
-    try:
+        if not _detach(group):
+            for name in group:
+                if len(group) == 1 or not _detach([name]):
+                    _detach_concurrently(name)
+        detached += group
+    for start in range(0, len(detached), DROP_TABLES_PER_TRANSACTION):
         with transaction.atomic(), connection.cursor() as cursor:
             # Rows written earlier in a caller's transaction still owe their FK checks.
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            group = detached[start : start + DROP_TABLES_PER_TRANSACTION]
+            cursor.execute("DROP TABLE " + ", ".join(group))
+
+
+def _detach(names: list[str]) -> bool:
+    """One transaction; False when the lock budget ran out (nothing changed then)."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # as in drop_many()
             cursor.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'")
             for name in names:
                 cursor.execute(f"ALTER TABLE {parent_of(name)} DETACH PARTITION {name}")
-            cursor.execute("DROP TABLE " + ", ".join(names))
         return True
     except OperationalError:
         if connection.in_atomic_block:
@@ -171,12 +180,11 @@ def _detach_and_drop(names: list[str]) -> bool:
         return False
 
 
-def _detach_concurrently_and_drop(name: str) -> None:
+def _detach_concurrently(name: str) -> None:
     with connection.cursor() as cursor:
         cursor.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
         try:
             cursor.execute(f"ALTER TABLE {parent_of(name)} DETACH PARTITION {name} CONCURRENTLY")
-            cursor.execute(f"DROP TABLE {name}")
         finally:
             cursor.execute("SET lock_timeout = 0")
 
@@ -189,7 +197,7 @@ def finish_pending() -> list[str]:
         return done
     if connection.in_atomic_block:
         with connection.cursor() as cursor:
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # as in _detach_and_drop()
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # as in drop_many()
     for parent in PARENTS:
         if not partitioned(parent):
             continue
