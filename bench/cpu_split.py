@@ -1,0 +1,141 @@
+"""CPU time per ingest request, split by process: the web workers, the PostgreSQL backends of the
+app's database, Redis. The platform's front doors and bench/refapp.py, side by side.
+
+    .venv/bin/python bench/cpu_split.py [--seconds 10] [--setting gunicorn-sync-4]
+                                        [--doors native,voicemode,domscribe]
+
+Requests per second on a shared 2-core machine move with whatever else runs on it; the CPU a
+request costs each process moves much less, and it says which process to work on (the
+profile behind bench/RESULTS.md's event-store figures). Each door runs under wrk as in
+bench/ingest.py (same bodies, distinct ids and IPs), followed by a reference run; CPU is read
+from /proc before and after each run: the server's own worker processes, the PostgreSQL
+backends and autovacuum workers of its database, and redis-server (shared: other clients of
+the same Redis count too). Uses bench/ingest.py's databases (recreated). Loopback only;
+bounded in time; stops only the servers it started, by PID.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import harness
+import ingest
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [pid], [pid]
+    while todo:
+        kids = harness._children(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
+def snapshot(server_pid: int, database: str) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of each process, by class."""
+    classes: dict[str, dict[int, float]] = {
+        "web": {},
+        "postgres": {},
+        "autovacuum": {},
+        "redis": {},
+    }
+    web = set(_descendants(server_pid))
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cpu = _cpu_seconds(pid)
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if pid in web:
+            classes["web"][pid] = cpu
+        elif cmd.startswith("postgres:") and f" {database} " in cmd:
+            classes["autovacuum" if "autovacuum" in cmd else "postgres"][pid] = cpu
+        elif "redis-server" in cmd:
+            classes["redis"][pid] = cpu
+    return classes
+
+
+def per_request_ms(before: dict, after: dict, requests: int) -> dict[str, float]:
+    """CPU ms per request of each class (a process that started during the run counts whole)."""
+    out = {}
+    for name, procs in after.items():
+        used = sum(cpu - before[name].get(pid, 0.0) for pid, cpu in procs.items())
+        out[name] = round(used * 1000 / max(requests, 1), 3)
+    out["total"] = round(sum(v for k, v in out.items() if k != "autovacuum"), 3)
+    return out
+
+
+def measured_run(port, server, database, door, project, tag, seconds) -> dict:
+    before = snapshot(server.pid, database)
+    r = ingest.wrk_door(port, door, project, *tag, seconds, 32)
+    after = snapshot(server.pid, database)
+    return {"rps": round(r["rps"], 1), "cpu_ms": per_request_ms(before, after, r["requests"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--setting", default=harness.GUNICORN, choices=list(harness.SETTINGS))
+    parser.add_argument("--doors", default=",".join(ingest.DOORS))
+    args = parser.parse_args()
+    doors = [d for d in args.doors.split(",") if d]
+    if not doors or any(d not in ingest.DOORS for d in doors) or not 1 <= args.seconds <= 60:
+        parser.error(f"--doors from {', '.join(ingest.DOORS)}; --seconds in 1..60")
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install -y wrk")
+
+    ingest.reset_stores()
+    projects = ingest.create_projects()
+    env = ingest.server_env()
+    tags = ingest.Tags()
+    port = harness.free_port(ingest.PORTS)
+    ours = harness.start_server(
+        harness.server_cmd(args.setting, "config.wsgi:application", port), env=env, port=port
+    )
+    try:
+        ref_port = harness.free_port(ingest.PORTS)
+        ref = harness.start_server(
+            harness.server_cmd(args.setting, "refapp:application", ref_port),
+            env=env,
+            port=ref_port,
+            path="/api/v1/events",
+            any_status=True,
+        )
+    except BaseException:
+        harness.stop(ours)
+        raise
+    results = []
+    try:
+        for door in doors:
+            for name, p, srv, db, d, project in (
+                (door, port, ours, ingest.OURS_DB, door, projects[door]),
+                ("reference", ref_port, ref, ingest.REF_DB, "native", {}),
+            ):
+                ingest.wrk_door(p, d, project, *tags.new(args.setting, 9, "w"), 2, 8)
+                run = measured_run(
+                    p, srv, db, d, project, tags.new(args.setting, 9, "x"), args.seconds
+                )
+                run.update(app=name, load=round(os.getloadavg()[0], 2))
+                results.append(run)
+                print(json.dumps(run), flush=True)
+    finally:
+        harness.stop(ref)
+        harness.stop(ours)
+    print(json.dumps({"setting": args.setting, "seconds": args.seconds, "runs": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
