@@ -137,6 +137,9 @@ else:
         }
     }
 RATELIMIT_USE_CACHE = "default"
+# django-ratelimit's default, set so that naming a key reads it instead of looking up a missing
+# setting (an AttributeError per key: a thousand per batch).
+RATELIMIT_CACHE_PREFIX = "rl:"
 # What happens to ingest when the rate-limit cache is unreachable: 503 (closed) or accept (open).
 RATELIMIT_FAIL_OPEN = env.bool("RATELIMIT_FAIL_OPEN", default=False)
 # django-ratelimit warns about any backend outside its short list; diskcache is atomic and

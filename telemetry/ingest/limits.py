@@ -76,13 +76,21 @@ return counts
 
 
 def _prepare(charges: list[Charge]) -> list[tuple[str, int, int, int]]:
-    """(cache key, window end, limit, period) of each counter, as django-ratelimit names them."""
+    """(cache key, window end, limit, period) of each counter, as django-ratelimit names them.
+
+    Each distinct rate is parsed once: django-ratelimit takes a (count, seconds) rate as it is
+    and names the key the same, and a batch has a thousand install counters of one rate.
+    """
+    rates: dict[str, tuple[int, int]] = {}
     prepared = []
     for c in charges:
-        limit, period = _split_rate(c.rate)
+        rate = rates.get(c.rate)
+        if rate is None:
+            rate = rates[c.rate] = _split_rate(c.rate)
+        limit, period = rate
         window = _get_window(c.value, period)
         prepared.append(
-            (_make_cache_key(c.group, window, c.rate, c.value, None), window, limit, period)
+            (_make_cache_key(c.group, window, rate, c.value, None), window, limit, period)
         )
     return prepared
 
