@@ -170,3 +170,19 @@ def test_the_row_hash_of_an_event_id_is_the_clients(tmp_path, p, now):
     run(p.project, FMT, store(tmp_path, [row]), now)
     expected = hashlib.sha256(f"{row['telemetry_id']}:{row['timestamp']}".encode()).hexdigest()
     assert Event.objects.get().event_id == expected[:16]
+
+
+def test_text_with_tabs_newlines_backslashes_and_escapes_is_stored_as_sent(tmp_path, p, now):
+    environment = {
+        "os": "Linux",
+        "version": "7.0.1",
+        "mcp_host": "tab\there\nnew line\r\\back\\slash \\N é ✓ 😀",
+        "exec_source": '"quoted" \\t not a tab',
+    }
+    row = voicemode_row(now - DAY, environment=json.dumps(environment))
+    escaped = voicemode_row(now - 2 * DAY, environment=json.dumps(environment, ensure_ascii=False))
+    report = run(p.project, FMT, store(tmp_path, [row, escaped]), now)
+    assert (report.stored, report.refused) == (2, 0)
+    for event in Event.objects.filter(project=p.project):
+        assert event.properties["environment"] == environment
+
