@@ -98,6 +98,18 @@ def storable(value: Any, max_depth: int = 16) -> bool:
     return True
 
 
+def storable_json(text: str, *, depth: int = 1, max_depth: int = 16) -> bool:
+    """Whether what `json.loads(text)` returns, placed at `depth` in a value, is surely
+    storable, read off the text in C: no NUL or lone surrogate in it and no `\\u` escape that
+    could make one, and fewer brackets than the levels left. False only means "not sure": run
+    `storable` on the value (the importers take this shortcut for JSON kept as text)."""
+    return (
+        "\\u" not in text
+        and _UNSTORABLE.search(text) is None
+        and text.count("{") + text.count("[") <= max_depth - depth
+    )
+
+
 def _depth(value: Any) -> int:
     if isinstance(value, dict):
         return 1 + max((_depth(v) for v in value.values()), default=0)
