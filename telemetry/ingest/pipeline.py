@@ -169,22 +169,32 @@ def stage_imported(
     """The events as `store_staged` takes them (PostgreSQL): COPY text rows of telemetry_event's
     columns, the same values `ingest` stores (PII redacted when the project asks, no IP hash).
 
-    Needs no database connection, so import workers can encode in parallel; the caller keeps
-    events without an id out of a batch that has them already (they have no dedupe key)."""
+    Needs no database connection, so import workers can encode in parallel."""
     redacting = project.redact_pii
     head = f"{project.pk}\t"
     received = now.isoformat()
     arrivals = received_at if received_at is not None else [None] * len(events)
     lines = []
     for e, arrival in zip(events, arrivals, strict=True):
-        props = _dumps(redact(e.properties) if redacting else e.properties)
+        values = (
+            e.install_id,
+            e.name,
+            e.timestamp.isoformat(),
+            received if arrival is None else arrival.isoformat(),
+            e.session_id,
+            e.app_version,
+            e.os,
+            _dumps(redact(e.properties) if redacting else e.properties),
+        )
+        if e.event_id is not None:
+            values = (e.event_id, *values)
+        text = "\t".join(values)
+        # Nearly no row needs an escape: tell from the joined text (C scans), not per value.
+        if text.count("\t") != len(values) - 1 or _copy_special(text):
+            text = "\t".join(map(_copy_text, values))
         lines.append(
-            head
-            + ("\\N" if e.event_id is None else _copy_text(e.event_id))
-            + f"\t{_copy_text(e.install_id)}\t{_copy_text(e.name)}\t{e.timestamp.isoformat()}"
-            + f"\t{received if arrival is None else arrival.isoformat()}"
-            + f"\t{_copy_text(e.session_id)}\t{_copy_text(e.app_version)}\t{_copy_text(e.os)}"
-            + f"\t{_copy_text(props)}\t\t{'t' if e.dedupe_any_time else 'f'}\n"
+            f"{head}{'' if e.event_id is not None else _COPY_NULL}{text}"
+            f"\t\t{'t' if e.dedupe_any_time else 'f'}\n"
         )
     return "".join(lines).encode()
 
@@ -221,6 +231,7 @@ def _days(events: list[IncomingEvent]) -> set[dt.date]:
     return {e.timestamp.astimezone(dt.UTC).date() for e in events}
 
 
+_COPY_NULL = "\\N\t"  # an id-less event's event_id, then the column separator
 _COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -228,6 +239,11 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 def _copy_text(value: str) -> str:
     """A text value as COPY's text format writes it (backslash escapes)."""
     return value.translate(_COPY_ESCAPES) if _COPY_SPECIAL.search(value) else value
+
+
+def _copy_special(text: str) -> bool:
+    """Whether `text` holds a character COPY's text format escapes, other than a tab."""
+    return "\\" in text or "\n" in text or "\r" in text
 
 
 def _unavailable(service: str, exc: Exception) -> ServiceUnavailable:
