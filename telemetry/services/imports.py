@@ -35,6 +35,8 @@ MAX_REFUSALS = 1_000  # listed in the report; all are counted
 # Below this many rows, starting worker processes costs more than mapping in one process saves.
 PARALLEL_MIN_ROWS = 100_000
 MAX_WORKERS = 4
+# A batch takes a worker seconds; one that has not answered in this long is not coming back.
+WORKER_TIMEOUT = 600
 
 
 @dataclass
@@ -330,11 +332,23 @@ def _map_in_workers(
             for rows in _chunks(source.rows, batch_size, report):
                 pending.append(pool.apply_async(_map_batch, (rows,)))
                 if len(pending) >= 2 * n:
-                    done(pending.popleft().get())
+                    done(_mapped(pending.popleft(), report))
             while pending:
-                done(pending.popleft().get())
+                done(_mapped(pending.popleft(), report))
     finally:
         _WORK.clear()
+
+
+def _mapped(result, report: ImportReport) -> "_Batch":
+    """A worker's batch; a worker killed mid-batch (out of memory, a signal) never answers, and
+    the pool would wait for ever: past WORKER_TIMEOUT the import stops, saying so."""
+    try:
+        return result.get(timeout=WORKER_TIMEOUT)
+    except multiprocessing.TimeoutError:
+        where = f"rows {report.committed_rows + 1}-{report.rows}"
+        raise Malformed(
+            where, f"a mapping worker gave no answer in {WORKER_TIMEOUT} s (was it killed?)"
+        ) from None
 
 
 def _map_batch(rows: list[tuple]) -> _Batch:

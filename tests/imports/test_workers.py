@@ -3,6 +3,7 @@ stored in one transaction, in file order. What a user sees must not depend on th
 
 import datetime as dt
 import json
+import os
 
 import pytest
 from django.db import connection
@@ -10,7 +11,7 @@ from django.utils import timezone
 
 from telemetry.ingest import pipeline
 from telemetry.models import DailySummary, Event
-from telemetry.services import partitions
+from telemetry.services import imports, partitions
 from telemetry.services.imports import ImportFailed
 from tests.factories import make_project
 from tests.imports.checks import assert_no_ip_hash, assert_rollups_exact, run
@@ -129,3 +130,20 @@ def test_the_planner_knows_the_imported_rows_of_each_day(tmp_path, now):
         partitions.partition_name(day.date()): 90,
         partitions.partition_name(day.date(), partitions.ACTIVITY): 30,
     }
+
+
+def _die(rows):
+    os._exit(1)  # a worker killed mid-batch, as the kernel's OOM killer would
+
+
+def test_a_worker_that_dies_stops_the_import_with_a_clear_error(tmp_path, now, monkeypatch):
+    p = make_project(contract="voicemode", retention_days=90).project
+    rows = [voicemode_row(now - dt.timedelta(hours=n + 1), installs(3)[n % 3]) for n in range(60)]
+    path = write_d1(tmp_path / "vm.sqlite", VOICEMODE_SCHEMA, {"events": rows})
+    monkeypatch.setattr(imports, "_map_batch", _die)
+    monkeypatch.setattr(imports, "WORKER_TIMEOUT", 3)
+    with pytest.raises(ImportFailed) as exc:
+        run(p, FMT, path, now, batch_size=20, workers=2)
+    assert exc.value.error.message == "a mapping worker gave no answer in 3 s (was it killed?)"
+    assert exc.value.report.stored == 0
+    assert not Event.objects.filter(project=p).exists()
