@@ -6,13 +6,16 @@
 Writes a VoiceMode D1 `events` table (the worker's schema, rows shaped as its client sends them)
 of N rows spread over the last 85 days into a SQLite file, recreates the database, migrates,
 then times the import service end to end (read, map, store with rollups, ANALYZE) and checks
-the rollups against a brute-force count.
+the rollups against a brute-force count. On a shared machine the rate follows everyone's load,
+so it also prints the CPU time the import used per row: this process with its mapping workers,
+and its PostgreSQL backend (read from /proc when the server runs on this machine).
 """
 
 import argparse
 import datetime as dt
 import os
 import random
+import resource
 import sqlite3
 import sys
 import time
@@ -62,6 +65,18 @@ def write_source(path: Path, rows: int, now: dt.datetime) -> None:
     conn.close()
 
 
+def cpu_seconds(pid: int | None = None) -> float | None:
+    """User + system CPU seconds of `pid` (None: this process and its waited-for children)."""
+    if pid is None:
+        usage = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        return sum(u.ru_utime + u.ru_stime for u in usage)
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -88,14 +103,24 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     project = create_project(slug=SLUG, contract="voicemode", retention_days=90).project
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    py0, pg0 = cpu_seconds(), cpu_seconds(backend)
     t0 = time.perf_counter()
     report = import_events(project=project, fmt="voicemode-d1", path=source, now=now)
     elapsed = time.perf_counter() - t0
+    py, pg = cpu_seconds() - py0, cpu_seconds(backend)
     print(
         f"rows {report.rows:,}  stored {report.stored:,}  duplicates {report.duplicates:,}"
         f"  refused {report.refused}  aggregated {report.aggregated}"
     )
     print(f"import: {elapsed:.1f} s = {report.rows / elapsed:,.0f} rows/s")
+    per_row = 1e6 / max(report.rows, 1)
+    print(f"cpu: python (with workers) {py:.1f} s = {py * per_row:.0f} µs/row", end="")
+    if pg is not None and pg0 is not None:
+        print(f", postgres backend {pg - pg0:.1f} s = {(pg - pg0) * per_row:.0f} µs/row", end="")
+    print(f"; load average {os.getloadavg()[0]:.2f}")
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT (SELECT sum(events) FROM telemetry_dailycount WHERE project_id = %s),"

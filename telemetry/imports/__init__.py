@@ -8,7 +8,7 @@ dedupe and the retention split are telemetry.services.imports' job.
 import datetime as dt
 import importlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +49,11 @@ class Item:
 class Source:
     total: int | None  # rows to read, for the progress bar (None: unknown)
     items: Iterator[Item]
+    # A reader may also offer its raw rows (picklable tuples, the same ones `items` maps) and
+    # the function mapping one to its Item, so the import can map them in worker processes.
+    # Its events must carry ids (their dedupe key): id-less ones need a look-up per batch.
+    rows: Iterator[tuple] | None = None
+    map_row: Callable[[tuple], Item] | None = None
 
 
 def open_source(

@@ -8,11 +8,12 @@ import datetime as dt
 import json
 import sqlite3
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 from telemetry.contracts import voicemode
 from telemetry.imports import Item, Malformed, Source, d1, parse_moment
-from telemetry.ingest.schema import storable
+from telemetry.ingest.schema import storable, storable_json
 from telemetry.models import Project
 
 COLUMNS = ["event_id", "telemetry_id", "timestamp", "created_at", "environment", "usage"]
@@ -23,20 +24,27 @@ def read(path: Path, *, project: Project, now: dt.datetime, **_options) -> Sourc
     conn = d1.connect(path)
     d1.require(conn, "events", COLUMNS)
     (total,) = conn.execute("SELECT count(*) FROM events").fetchone()
-    return Source(total=total, items=_items(conn, now))
+    rows = _rows(conn)
+    map_row = partial(row_item, now=now)
+    return Source(total=total, items=map(map_row, rows), rows=rows, map_row=map_row)
 
 
-def _items(conn, now: dt.datetime) -> Iterator[Item]:
+def _rows(conn) -> Iterator[tuple]:
     # Oldest first, so batches fill few day partitions; rowid names the row in reports.
     rows = conn.execute(f"SELECT rowid, {', '.join(COLUMNS)} FROM events ORDER BY timestamp, rowid")
     try:
-        for rowid, event_id, telemetry_id, timestamp, created_at, environment, usage in rows:
-            yield item(
-                f"events row {rowid}", event_id, telemetry_id, timestamp, created_at,
-                environment, usage, now=now,
-            )  # fmt: skip
+        yield from rows
     except sqlite3.Error as exc:  # a damaged file, found mid-scan
         raise Malformed("events", f"unreadable ({type(exc).__name__}: {exc})") from None
+
+
+def row_item(row: tuple, *, now: dt.datetime) -> Item:
+    """One `events` row (rowid first, then COLUMNS) as the front door maps its request."""
+    rowid, event_id, telemetry_id, timestamp, created_at, environment, usage = row
+    return item(
+        f"events row {rowid}", event_id, telemetry_id, timestamp, created_at, environment, usage,
+        now=now,
+    )  # fmt: skip
 
 
 def item(
@@ -60,10 +68,20 @@ def item(
         }
     except ValueError:
         return Item(where, error=NOT_JSON)
-    if not storable(payload):
+    # The front door's `storable(payload)`, answered from the JSON text where it can be.
+    if not (
+        _storable_text(environment)
+        and _storable_text(usage)
+        and storable([event_id, telemetry_id, timestamp])
+    ) and not storable(payload):
         return Item(where, error=voicemode.INVALID_JSON)
     try:
         event = voicemode.event_from_payload(payload, now=now, max_age=None)
     except voicemode.Invalid as exc:
         return Item(where, error=str(exc))
     return Item(where, event=event, received_at=parse_moment(created_at))
+
+
+def _storable_text(value) -> bool:
+    # The payload's object values sit at depth 2 (storable counts the payload as 1).
+    return not isinstance(value, str) or storable_json(value, depth=2)

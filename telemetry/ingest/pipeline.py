@@ -12,6 +12,7 @@ PostgreSQL that statement runs in autocommit; on SQLite it is one short transact
 import datetime as dt
 import json
 import logging
+import re
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -137,8 +138,13 @@ def store_imported(
     The same rows and statement as `ingest`, without its claims and rate limits (the old
     store admitted these events long ago) and with no IP hash: the old stores' hashes can be
     reversed, so an imported event never carries one. `received_at` keeps each event's
-    original arrival time (None: `now`). Database errors propagate: the caller rolls back.
+    original arrival time (None: `now`). On PostgreSQL the rows are staged with COPY
+    (`stage_imported`), the statement's source; database errors propagate: the caller rolls
+    back.
     """
+    if connection.vendor == "postgresql":
+        staged = stage_imported(project=project, events=events, now=now, received_at=received_at)
+        return _which_stored(events, store_staged(staged, days=_days(events)))
     stored: list[bool] = []
     for start in range(0, len(events), IMPORT_CHUNK):
         chunk = events[start : start + IMPORT_CHUNK]
@@ -152,6 +158,93 @@ def store_imported(
             ]
         stored.extend(_store(project, chunk, rows))
     return stored
+
+
+def stage_imported(
+    *,
+    project: Project,
+    events: list[IncomingEvent],
+    now: dt.datetime,
+    received_at: list[dt.datetime | None] | None = None,
+) -> bytes:
+    """The events as `store_staged` takes them (PostgreSQL): COPY text rows of telemetry_event's
+    columns, the same values `ingest` stores (PII redacted when the project asks, no IP hash).
+
+    Needs no database connection, so import workers can encode in parallel."""
+    redacting = project.redact_pii
+    head = f"{project.pk}\t"
+    received = now.isoformat()
+    arrivals = received_at if received_at is not None else [None] * len(events)
+    lines = []
+    for e, arrival in zip(events, arrivals, strict=True):
+        values = (
+            e.install_id,
+            e.name,
+            e.timestamp.isoformat(),
+            received if arrival is None else arrival.isoformat(),
+            e.session_id,
+            e.app_version,
+            e.os,
+            _dumps(redact(e.properties) if redacting else e.properties),
+        )
+        if e.event_id is not None:
+            values = (e.event_id, *values)
+        text = "\t".join(values)
+        # Nearly no row needs an escape: tell from the joined text (C scans), not per value.
+        if text.count("\t") != len(values) - 1 or _copy_special(text):
+            text = "\t".join(map(_copy_text, values))
+        lines.append(
+            f"{head}{'' if e.event_id is not None else _COPY_NULL}{text}"
+            f"\t\t{'t' if e.dedupe_any_time else 'f'}\n"
+        )
+    return "".join(lines).encode()
+
+
+def store_staged(staged: bytes, *, days: set[dt.date]) -> list[str | None]:
+    """Store rows encoded by `stage_imported` in one transaction (PostgreSQL; a savepoint in the
+    caller's): COPY them into a temporary table, then run the ingest statement with that table
+    as its source, so each stored event is queued for the rollups exactly once. Returns the ids
+    (None: id-less) of the rows stored; a row whose key is stored already is not.
+
+    The caller drops repeats of a key within `staged` first (the import does, as before): the
+    look-up of a `dedupe_any_time` row does not see rows of its own statement. `days` are the
+    rows' UTC days: a missing partition is created and the statement retried."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_STAGE_CREATE)
+        cursor.execute(f"TRUNCATE {_STAGE}")
+        # Django does not wrap psycopg's copy(): its errors become Django's, like execute()'s.
+        with connection.wrap_database_errors, cursor.copy(f"COPY {_STAGE} FROM STDIN") as copy:
+            for start in range(0, len(staged), _COPY_CHUNK):
+                copy.write(staged[start : start + _COPY_CHUNK])
+        try:
+            return _run_store(_STORE_STAGED_SQL, None)
+        except IntegrityError as exc:
+            if "no partition" not in str(exc):
+                raise
+        partitions.ensure(days)
+        return _run_store(_STORE_STAGED_SQL, None)
+
+
+_COPY_CHUNK = 1 << 20
+
+
+def _days(events: list[IncomingEvent]) -> set[dt.date]:
+    return {e.timestamp.astimezone(dt.UTC).date() for e in events}
+
+
+_COPY_NULL = "\\N\t"  # an id-less event's event_id, then the column separator
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: str) -> str:
+    """A text value as COPY's text format writes it (backslash escapes)."""
+    return value.translate(_COPY_ESCAPES) if _COPY_SPECIAL.search(value) else value
+
+
+def _copy_special(text: str) -> bool:
+    """Whether `text` holds a character COPY's text format escapes, other than a tab."""
+    return "\\" in text or "\n" in text or "\r" in text
 
 
 def _unavailable(service: str, exc: Exception) -> ServiceUnavailable:
@@ -300,9 +393,7 @@ _QUEUE_COLUMNS = "project_id, install_id, name, timestamp, app_version, os"
 _STORE_POSTGRES = f"""
 WITH ev AS (
     INSERT INTO telemetry_event ({_EVENT_COLUMNS})
-    SELECT c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10 FROM jsonb_to_recordset(%s::jsonb)
-        AS x(c0 bigint, c1 text, c2 text, c3 text, c4 timestamptz, c5 timestamptz, c6 text,
-             c7 text, c8 text, c9 jsonb, c10 text, c11 boolean)
+    SELECT c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10 FROM {{source}}
     {{any_time}}
     {_CONFLICT}
     RETURNING project_id, event_id, install_id, name, timestamp, app_version, os
@@ -312,6 +403,14 @@ WITH ev AS (
 )
 SELECT event_id FROM ev
 """
+_ROW_TYPES = """c0 bigint, c1 text, c2 text, c3 text, c4 timestamptz, c5 timestamptz, c6 text,
+    c7 text, c8 text, c9 jsonb, c10 text, c11 boolean"""
+# Imports stage their rows here with COPY (cheaper than one JSON document to take apart), one
+# batch at a time; the table is the session's own and emptied at every commit.
+_STAGE = "telemetry_import_stage"
+_STAGE_CREATE = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} ({_ROW_TYPES}) ON COMMIT DELETE ROWS"
+)
 
 # Every rollup from the rows of `d` (the queue's rows with their UTC day). Rollup rows are
 # written in key order, so concurrent statements lock shared rows in one order and cannot
@@ -415,7 +514,10 @@ def _store_postgres(rows: list) -> list[str | None]:
     """Run the store statement for the rows; the event ids (None for id-less) of the rows
     stored."""
     sql = _STORE_ANY_TIME_SQL if any(r[-1] for r in rows) else _STORE_POSTGRES_SQL
-    params = [_dumps([_json_row(r) for r in rows])]
+    return _run_store(sql, [_dumps([_json_row(r) for r in rows])])
+
+
+def _run_store(sql: str, params: list | None) -> list[str | None]:
     if connection.in_atomic_block:
         # Inside a caller's transaction a failed statement would poison it: use a savepoint,
         # so a missing partition can be created and the statement retried.
@@ -424,7 +526,7 @@ def _store_postgres(rows: list) -> list[str | None]:
     return [row[0] for row in _execute_prepared(sql, params)]
 
 
-def _execute_prepared(sql: str, params: list) -> list[tuple]:
+def _execute_prepared(sql: str, params: list | None) -> list[tuple]:
     """Run a hot statement prepared on the server, once per connection.
 
     Django binds parameters on the client, so PostgreSQL parses and plans every statement it
@@ -473,14 +575,14 @@ def _store_sqlite(project: Project, events: list[IncomingEvent], rows: list) -> 
     return _which_stored(events, inserted)
 
 
-def _dumps(value) -> str:
-    return json.dumps(value, separators=(",", ":"), default=_iso)
-
-
 def _iso(value):
     if isinstance(value, dt.date | dt.datetime):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+# json.dumps(value, separators=(",", ":"), default=_iso), without building an encoder per call.
+_dumps = json.JSONEncoder(separators=(",", ":"), default=_iso).encode
 
 
 def _values_chunks(rows: list[tuple]):
@@ -544,15 +646,17 @@ _COUNT_UPSERT = (
     + _COUNT_CONFLICT
 )
 
-_STORE_POSTGRES_SQL = _STORE_POSTGRES.format(any_time="")
+_JSON_SOURCE = f"jsonb_to_recordset(%s::jsonb) AS x({_ROW_TYPES})"
 # Only rows flagged dedupe_any_time look for their id on every day; the check names the parent
-# table without a time bound, so planning it touches every partition. It is a second statement,
-# used only by requests that carry such a row, so that the common one never pays for it.
-_STORE_ANY_TIME_SQL = _STORE_POSTGRES.format(
-    any_time="""WHERE CASE WHEN c11 THEN NOT EXISTS (
+# table without a time bound, so planning it touches every partition. Live requests without
+# such a row use the statement without it, so that the common case never pays for it.
+_ANY_TIME_CHECK = """WHERE CASE WHEN c11 THEN NOT EXISTS (
         SELECT 1 FROM telemetry_event e WHERE e.project_id = x.c0 AND e.event_id = x.c1
     ) ELSE TRUE END"""
-)
+_STORE_POSTGRES_SQL = _STORE_POSTGRES.format(source=_JSON_SOURCE, any_time="")
+_STORE_ANY_TIME_SQL = _STORE_POSTGRES.format(source=_JSON_SOURCE, any_time=_ANY_TIME_CHECK)
+# An import batch is one statement for thousands of rows: planning is nothing beside it.
+_STORE_STAGED_SQL = _STORE_POSTGRES.format(source=f"{_STAGE} AS x", any_time=_ANY_TIME_CHECK)
 _FOLD_POSTGRES_SQL = _FOLD_POSTGRES.format(
     rollups=_ROLLUPS_POSTGRES.format(
         install_conflict=_INSTALL_CONFLICT,

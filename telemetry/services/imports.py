@@ -3,13 +3,18 @@ inside the project's retention through the pipeline, keep older rows as anonymou
 
 Batches are stored one transaction each; a malformed file stops the import with the batch in
 progress rolled back. Imports are idempotent: the sources' ids are the events' dedupe keys.
+Large imports on PostgreSQL map their rows in worker processes (the reader's own mapping) while
+the main process stores the batches already mapped, in file order.
 """
 
 import datetime as dt
+import itertools
 import json
 import logging
-from collections import defaultdict
-from collections.abc import Callable
+import multiprocessing
+import os
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +32,11 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 20_000
 MAX_REFUSALS = 1_000  # listed in the report; all are counted
+# Below this many rows, starting worker processes costs more than mapping in one process saves.
+PARALLEL_MIN_ROWS = 100_000
+MAX_WORKERS = 4
+# A batch takes a worker seconds; one that has not answered in this long is not coming back.
+WORKER_TIMEOUT = 600
 
 
 @dataclass
@@ -84,12 +94,26 @@ class _History:
     def seen(self, event: IncomingEvent, *, old: bool) -> None:
         """Every row: an install first seen on an old day is that day's new install."""
         if event.install_id:
+            if not old:
+                # Counted new by its Install row: its first old day no longer matters.
+                self.kept.add(event.install_id)
+                return
             day = event.timestamp.date()
             first = self.first_day.get(event.install_id)
             if first is None or day < first:
                 self.first_day[event.install_id] = day
-            if not old:
-                self.kept.add(event.install_id)
+
+    def merge(self, other: "_History") -> None:
+        """Add another batch's totals (mapped in a worker) to these."""
+        self.kept |= other.kept
+        for install_id, day in other.first_day.items():
+            first = self.first_day.get(install_id)
+            if first is None or day < first:
+                self.first_day[install_id] = day
+        for day, installs in other.active.items():
+            self.active[day] |= installs
+        for key, n in other.counts.items():
+            self.counts[key] += n
 
     def forget_new(self, project: Project) -> None:
         """An install with a row (or live events) inside retention is counted new by its
@@ -122,6 +146,24 @@ class _History:
         return [(d, len(self.active.get(d, ())), new.get(d, 0), events[d]) for d in self.days()]
 
 
+@dataclass
+class _Batch:
+    """Up to a batch of source rows, read and mapped: what the report counts of them, and the
+    events left to store (in file order, a key's later copies in the batch dropped)."""
+
+    rows: int = 0
+    refused: int = 0
+    refusals: list[dict[str, str]] = field(default_factory=list)
+    aggregated: int = 0
+    repeats: int = 0  # a second copy of a key in the same batch
+    history: _History = field(default_factory=_History)
+    fresh: list[Item] = field(default_factory=list)
+    # Mapped in a worker: the fresh events encoded by pipeline.stage_imported, and their days.
+    staged: bytes = b""
+    staged_rows: int = 0
+    days: set[dt.date] = field(default_factory=set)
+
+
 def import_events(
     *,
     project: Project,
@@ -131,14 +173,17 @@ def import_events(
     dry_run: bool = False,
     dataset: str | None = None,
     batch_size: int | None = None,
+    workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int | None], None] | None = None,
 ) -> ImportReport:
     """Import `path` read as `fmt` into `project`; raises ImportFailed on a malformed file
     (batches before it stay stored, the one in progress is rolled back, no aggregates).
 
+    `workers` processes map the rows when the reader allows it, on PostgreSQL and not in a dry
+    run (None: one per core, up to MAX_WORKERS, from PARALLEL_MIN_ROWS rows on; 1: none).
     `on_total` is told how many rows the source holds, once it is open; `progress` is told
-    of rows read, a thousand at a time."""
+    of rows imported, a batch at a time."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
     batch_size = batch_size or BATCH_SIZE
@@ -147,33 +192,28 @@ def import_events(
     report.cutoff = keep_from
     oldest_kept = day_start(keep_from)
     history = _History()
-    batch: list[Item] = []
     touched: set[dt.date] = set()
+
+    def done(batch: _Batch) -> None:
+        _count(report, history, batch)
+        if batch.staged_rows:
+            _store_staged(batch, report, touched)
+        else:
+            _flush(project, batch.fresh, report, now, touched, dry_run=dry_run)
+        report.committed_rows += batch.rows
+        if progress:
+            progress(batch.rows)
+
     try:
         source = open_source(fmt, path, project=project, now=now, dataset=dataset)
         if on_total:
             on_total(source.total)
-        for item in source.items:
-            report.rows += 1
-            event = item.event
-            if event is None:
-                report.refused += 1
-                if len(report.refusals) < MAX_REFUSALS:
-                    report.refusals.append({"row": item.where, "error": item.error})
-            else:
-                history.seen(event, old=event.timestamp < oldest_kept)
-                if event.timestamp < oldest_kept:
-                    history.add(event)
-                    report.aggregated += 1
-                else:
-                    batch.append(item)
-            if len(batch) >= batch_size:
-                _flush(project, batch, report, now, touched, dry_run=dry_run)
-                batch = []
-                report.committed_rows = report.rows
-            if progress and report.rows % 1000 == 0:
-                progress(1000)
-        _flush(project, batch, report, now, touched, dry_run=dry_run)
+        n = _workers(source, workers, dry_run=dry_run)
+        if n > 1:
+            _map_in_workers(source, n, batch_size, report, done, project, now, oldest_kept)
+        else:
+            for items in _chunks(source.items, batch_size, report):
+                done(_split(items, oldest_kept))
     except Malformed as exc:
         _fold_committed(dry_run)
         raise ImportFailed(exc, report) from None
@@ -183,9 +223,6 @@ def import_events(
         error = Malformed(where, f"the database refused the batch ({type(exc).__name__})")
         _fold_committed(dry_run)
         raise ImportFailed(error, report) from exc
-    if progress and report.rows % 1000:
-        progress(report.rows % 1000)
-    report.committed_rows = report.rows
     if not dry_run:
         pipeline.fold_rollups()  # the imported events' rollups, before they are read below
     history.forget_new(project)
@@ -200,6 +237,137 @@ def import_events(
             )
         _analyze(touched, rollups=bool(report.stored), history=bool(summaries))
     return report
+
+
+def _workers(source, requested: int | None, *, dry_run: bool) -> int:
+    """How many processes map rows: 1 (this one) unless the reader, the database and the size
+    make workers pay."""
+    if (
+        dry_run
+        or source.map_row is None
+        or connection.vendor != "postgresql"
+        or "fork" not in multiprocessing.get_all_start_methods()
+    ):
+        return 1
+    if requested is not None:
+        return max(1, min(requested, MAX_WORKERS))
+    if source.total is None or source.total < PARALLEL_MIN_ROWS:
+        return 1
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
+
+def _chunks(rows: Iterable, size: int, report: ImportReport) -> Iterator[list]:
+    """`rows` in lists of `size`, counting each row read (a Malformed source stops mid-list)."""
+    it = iter(rows)
+    while True:
+        chunk = []
+        for row in itertools.islice(it, size):
+            chunk.append(row)
+            report.rows += 1
+        if not chunk:
+            return
+        yield chunk
+
+
+def _split(items: Iterable[Item], oldest_kept: dt.datetime) -> _Batch:
+    """Count refusals, keep rows older than retention as aggregates only, drop repeats."""
+    batch = _Batch()
+    seen: set = set()
+    history = batch.history
+    for item in items:
+        batch.rows += 1
+        event = item.event
+        if event is None:
+            batch.refused += 1
+            if len(batch.refusals) < MAX_REFUSALS:
+                batch.refusals.append({"row": item.where, "error": item.error})
+            continue
+        old = event.timestamp < oldest_kept
+        history.seen(event, old=old)
+        if old:
+            history.add(event)
+            batch.aggregated += 1
+            continue
+        if event.event_id:
+            key = _key(event)
+            if key in seen:
+                batch.repeats += 1  # a second copy in the same batch
+                continue
+            seen.add(key)
+        batch.fresh.append(item)
+    return batch
+
+
+def _count(report: ImportReport, history: _History, batch: _Batch) -> None:
+    report.refused += batch.refused
+    room = MAX_REFUSALS - len(report.refusals)
+    if room > 0:
+        report.refusals.extend(batch.refusals[:room])
+    report.aggregated += batch.aggregated
+    report.duplicates += batch.repeats
+    history.merge(batch.history)
+
+
+# What a worker needs besides its rows, set before the pool forks (so never pickled).
+_WORK: dict = {}
+
+
+def _map_in_workers(
+    source,
+    n: int,
+    batch_size: int,
+    report: ImportReport,
+    done: Callable[[_Batch], None],
+    project: Project,
+    now: dt.datetime,
+    oldest_kept: dt.datetime,
+) -> None:
+    """Map batches of raw rows in `n` forked workers; store each in file order as it comes back,
+    while the workers map the next ones. At most 2n batches are in flight (bounded memory); a
+    failure anywhere ends the pool, and the batches not stored yet are dropped with it."""
+    _WORK.update(map_row=source.map_row, project=project, now=now, oldest_kept=oldest_kept)
+    try:
+        with multiprocessing.get_context("fork").Pool(n) as pool:
+            pending: deque = deque()
+            for rows in _chunks(source.rows, batch_size, report):
+                pending.append(pool.apply_async(_map_batch, (rows,)))
+                if len(pending) >= 2 * n:
+                    done(_mapped(pending.popleft(), report))
+            while pending:
+                done(_mapped(pending.popleft(), report))
+    finally:
+        _WORK.clear()
+
+
+def _mapped(result, report: ImportReport) -> "_Batch":
+    """A worker's batch; a worker killed mid-batch (out of memory, a signal) never answers, and
+    the pool would wait for ever: past WORKER_TIMEOUT the import stops, saying so."""
+    try:
+        return result.get(timeout=WORKER_TIMEOUT)
+    except multiprocessing.TimeoutError:
+        where = f"rows {report.committed_rows + 1}-{report.rows}"
+        raise Malformed(
+            where, f"a mapping worker gave no answer in {WORKER_TIMEOUT} s (was it killed?)"
+        ) from None
+
+
+def _map_batch(rows: list[tuple]) -> _Batch:
+    """In a worker: map the rows by the reader's function and encode the events to store, so
+    only bytes and counts travel back (pickling the events would cost more than mapping)."""
+    batch = _split(map(_WORK["map_row"], rows), _WORK["oldest_kept"])
+    events = [i.event for i in batch.fresh]
+    if any(e.event_id is None for e in events):
+        raise RuntimeError("a reader mapping rows in workers made an event without an id")
+    batch.staged = pipeline.stage_imported(
+        project=_WORK["project"],
+        events=events,
+        now=_WORK["now"],
+        received_at=[i.received_at for i in batch.fresh],
+    )
+    batch.staged_rows = len(events)
+    batch.days = {e.timestamp.astimezone(dt.UTC).date() for e in events}
+    batch.fresh = []
+    return batch
 
 
 def _fold_committed(dry_run: bool) -> None:
@@ -219,7 +387,7 @@ def _key(event: IncomingEvent):
 
 def _flush(
     project: Project,
-    batch: list[Item],
+    fresh: list[Item],
     report: ImportReport,
     now: dt.datetime,
     touched: set[dt.date],
@@ -227,17 +395,6 @@ def _flush(
     dry_run: bool,
 ) -> None:
     """Store one batch in one transaction; count what was new and what was there already."""
-    if not batch:
-        return
-    seen: set = set()
-    fresh: list[Item] = []
-    for item in batch:
-        key = _key(item.event) if item.event.event_id else None
-        if key is not None and key in seen:
-            report.duplicates += 1  # a second copy in the same file
-            continue
-        seen.add(key)
-        fresh.append(item)
     fresh, known = _drop_stored_idless(project, fresh)
     report.duplicates += known
     if not fresh:
@@ -257,6 +414,16 @@ def _flush(
     n = sum(stored)
     report.stored += n
     report.duplicates += len(stored) - n
+
+
+def _store_staged(batch: _Batch, report: ImportReport, touched: set[dt.date]) -> None:
+    """Store one batch a worker mapped, in one transaction (PostgreSQL)."""
+    partitions.ensure(batch.days)  # outside the transaction: DDL must not wait on it
+    with transaction.atomic():
+        n = len(pipeline.store_staged(batch.staged, days=batch.days))
+    touched |= batch.days
+    report.stored += n
+    report.duplicates += batch.staged_rows - n
 
 
 def _would_store(project: Project, events: list[IncomingEvent]) -> list[bool]:
@@ -305,23 +472,20 @@ def _canonical(value) -> str:
 
 def _analyze(days: set[dt.date], *, rollups: bool, history: bool) -> None:
     """Every bulk write leaves the database ready to plan (STYLE 16): the day partitions written
-    and the rollup tables. (The parent's own statistics are the daily analyze job's.)"""
+    (events and daily activity) and the other rollup tables. (The parents' own statistics are
+    the daily analyze job's: analysing a parent samples every partition again.)"""
     if connection.vendor != "postgresql" or not (days or history):
         return
     tables = set()
-    if days:
-        if partitions.partitioned():
-            names = partitions.existing()
+    parents = [partitions.PARENT, partitions.ACTIVITY] if rollups else [partitions.PARENT]
+    for parent in parents if days else []:
+        if partitions.partitioned(parent):
+            names = partitions.existing(parent=parent)
             tables |= {names[d] for d in days if d in names}
         else:
-            tables.add(partitions.PARENT)
+            tables.add(parent)
     if rollups:
-        tables |= {
-            "telemetry_install",
-            "telemetry_dailyactivity",
-            "telemetry_periodactivity",
-            "telemetry_dailycount",
-        }
+        tables |= {"telemetry_install", "telemetry_periodactivity", "telemetry_dailycount"}
     if history:
         tables |= {"telemetry_dailysummary", "telemetry_dailycount"}
     with connection.cursor() as cursor:

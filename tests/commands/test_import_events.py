@@ -47,6 +47,16 @@ def test_it_prints_what_was_stored_refused_and_aggregated(vm):
     assert Event.objects.count() == 2
 
 
+def test_workers_report_what_one_process_reports(vm):
+    _p, path = vm
+    text = run("voicemode", "--format", "voicemode-d1", str(path), "--workers", "2")
+    assert "new events:  2 (were stored)" in text
+    assert "refused events row 4: Invalid telemetry_id format (must be UUID)" in text
+    again = run("voicemode", "--format", "voicemode-d1", str(path), "--workers", "1")
+    assert "duplicates:  2 (already stored)" in again
+    assert Event.objects.count() == 2
+
+
 def test_json_reports_the_same_and_a_second_run_finds_duplicates(vm):
     _p, path = vm
     first = json.loads(run("voicemode", "--format", "voicemode-d1", str(path), "--json"))
@@ -122,6 +132,7 @@ VALUE = {
     [
         (["nope", "--format", "voicemode-d1", "x"], "no project with slug 'nope'"),
         (["voicemode", "--format", "voicemode-d1", "/no/such/file"], "/no/such/file: no such"),
+        (["voicemode", "--format", "voicemode-d1", "x", "--workers", "0"], "--workers must be 1"),
     ],
 )
 def test_bad_arguments_exit_1_with_a_clear_message(vm, args, message):

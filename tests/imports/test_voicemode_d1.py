@@ -170,3 +170,42 @@ def test_the_row_hash_of_an_event_id_is_the_clients(tmp_path, p, now):
     run(p.project, FMT, store(tmp_path, [row]), now)
     expected = hashlib.sha256(f"{row['telemetry_id']}:{row['timestamp']}".encode()).hexdigest()
     assert Event.objects.get().event_id == expected[:16]
+
+
+def test_text_with_tabs_newlines_backslashes_and_escapes_is_stored_as_sent(tmp_path, p, now):
+    environment = {
+        "os": "Linux",
+        "version": "7.0.1",
+        "mcp_host": "tab\there\nnew line\r\\back\\slash \\N é ✓ 😀",
+        "exec_source": '"quoted" \\t not a tab',
+    }
+    row = voicemode_row(now - DAY, environment=json.dumps(environment))
+    escaped = voicemode_row(now - 2 * DAY, environment=json.dumps(environment, ensure_ascii=False))
+    report = run(p.project, FMT, store(tmp_path, [row, escaped]), now)
+    assert (report.stored, report.refused) == (2, 0)
+    for event in Event.objects.filter(project=p.project):
+        assert event.properties["environment"] == environment
+
+
+@pytest.mark.parametrize(
+    ("environment", "stored"),
+    [
+        ('{"os": "Linux", "version": "7.0.1", "note": "caf\\u00e9"}', True),
+        ('{"os": "Linux", "version": "7.0.1", "note": "nul \\u0000 here"}', False),
+        ('{"os": "Linux", "version": "7.0.1", "note": "half \\ud83d pair"}', False),
+        ('{"os": "Linux", "version": "7.0.1", "deep": ' + "[" * 13 + "]" * 13 + "}", True),
+        ('{"os": "Linux", "version": "7.0.1", "deep": ' + "[" * 15 + "]" * 15 + "}", False),
+    ],
+    ids=["escaped-letter", "escaped-nul", "lone-surrogate", "nested-14", "nested-16"],
+)
+def test_text_no_column_can_hold_is_refused_as_the_front_door_refuses_it(
+    tmp_path, p, now, environment, stored
+):
+    report = run(
+        p.project, FMT, store(tmp_path, [voicemode_row(now - DAY, environment=environment)]), now
+    )
+    if stored:
+        assert (report.stored, report.refused) == (1, 0)
+    else:
+        assert report.refusals == [{"row": "events row 1", "error": "Invalid JSON"}]
+        assert not Event.objects.exists()

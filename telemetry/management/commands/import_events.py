@@ -8,7 +8,13 @@ from tqdm import tqdm
 
 from telemetry.imports import FORMATS
 from telemetry.models import Project
-from telemetry.services.imports import ImportFailed, ImportReport, import_events
+from telemetry.services.imports import (
+    MAX_WORKERS,
+    PARALLEL_MIN_ROWS,
+    ImportFailed,
+    ImportReport,
+    import_events,
+)
 
 
 class Command(BaseCommand):
@@ -31,11 +37,19 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dataset", help="axiom-ndjson: the dataset name (default: the file's name)."
         )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            help="Processes mapping rows on PostgreSQL (voicemode-d1; default: one per core, up"
+            f" to {MAX_WORKERS}, from {PARALLEL_MIN_ROWS:,} rows on); 1 maps in this process.",
+        )
 
     def handle(self, *args, **opts) -> None:
         project = Project.objects.filter(slug=opts["slug"]).first()
         if project is None:
             raise CommandError(f"no project with slug {opts['slug']!r} (see `list_projects`)")
+        if opts["workers"] is not None and not 1 <= opts["workers"] <= MAX_WORKERS:
+            raise CommandError(f"--workers must be 1 to {MAX_WORKERS}")
         path = Path(opts["path"])
         if not path.is_file():
             raise CommandError(f"{path}: no such file")
@@ -48,6 +62,7 @@ class Command(BaseCommand):
                     now=timezone.now(),
                     dry_run=opts["dry_run"],
                     dataset=opts["dataset"],
+                    workers=opts["workers"],
                     progress=bar.update,
                     on_total=lambda total: setattr(bar, "total", total),
                 )
