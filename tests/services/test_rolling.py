@@ -7,9 +7,10 @@ from collections import defaultdict
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from telemetry.analytics import active
+from telemetry.analytics import active, db
 from telemetry.ingest.pipeline import ingest
 from telemetry.ingest.schema import IncomingEvent
 from telemetry.models import DailyActivity, Event, OsActivity, RollingActivity
@@ -242,3 +243,33 @@ def test_a_first_fill_leaves_both_rollups_analysed(client):
             stats = dict(cursor.fetchall())  # one row per index, each opening with the row count
             assert int(stats["telemetry_osactivity"].split()[0]) == pairs
     assert set(stats) == {"telemetry_rollingactivity", "telemetry_osactivity"}
+
+
+def test_the_oldest_activity_day_is_found_past_the_first_probe(client):
+    p = seeded_project(client, seed=56, installs=3, events=20, days=2)
+    other = seeded_project(client, seed=57, installs=3, events=40, days=60)
+    today = timezone.now().date()
+    assert active.raw_boundary(project=p.project) >= today - dt.timedelta(days=2)
+    assert active.raw_boundary(project=other.project) == min(
+        DailyActivity.objects.filter(project=other.project).values_list("day", flat=True)
+    )
+    old = dt.datetime.combine(today - dt.timedelta(days=45), dt.time(9), dt.UTC)
+    ingest_at(p.project, old, "inst_old_00001")
+    assert active.raw_boundary(project=p.project) == old.date()
+
+
+def test_a_request_reads_the_oldest_activity_day_once(client):
+    p = seeded_project(client, seed=58, days=30)
+    today = timezone.now().date()
+    with CaptureQueriesContext(connection) as outside:
+        active.raw_boundary(project=p.project)
+        active.raw_boundary(project=p.project)
+    with db.reading(using="default"), CaptureQueriesContext(connection) as inside:
+        first = active.raw_boundary(project=p.project)
+        active.active_series(project=p.project, interval="week", start=today, end=today)
+        assert active.raw_boundary(project=p.project) == first
+
+    def probes(ctx):
+        return [q for q in ctx.captured_queries if "min(" in q["sql"].lower()]
+
+    assert len(probes(inside)) * 2 == len(probes(outside)) > 0
