@@ -217,17 +217,16 @@ def active_series(*, project: Project, interval: str, start: dt.date, end: dt.da
     buckets = periods(start, end, interval)
     first, last = buckets[0], next_period(buckets[-1], interval) - dt.timedelta(days=1)
     closed = closed_periods(project=project, interval=interval, first=first, last=last)
-    # The rest (the open period, periods before the oldest activity day or with late events)
-    # counted over the span they cover.
-    counted = [p for p in buckets if p not in closed]
+    # The rest (the open period, periods before the oldest activity day or with late events),
+    # counted run by run: after a purge the purged weeks and the open one are two short runs,
+    # not one span over every closed week between them.
     active: dict[dt.date, int] = {}
     new_by_day: dict[dt.date, int] = {}
     events_by_day: dict[dt.date, int] = {}
-    if counted:
-        lo, hi = counted[0], period_end(counted[-1], interval)
-        active = active_counts(project=project, start=lo, end=hi, interval=interval)
-        new_by_day = new_counts(project=project, start=lo, end=hi)
-        events_by_day = event_counts(project=project, start=lo, end=hi)
+    for lo, hi in _runs([p for p in buckets if p not in closed], interval):
+        active.update(active_counts(project=project, start=lo, end=hi, interval=interval))
+        new_by_day.update(new_counts(project=project, start=lo, end=hi))
+        events_by_day.update(event_counts(project=project, start=lo, end=hi))
 
     boundary = raw_boundary(project=project)
     purged_active: dict[dt.date, int] = {}
@@ -279,6 +278,17 @@ def active_series(*, project: Project, interval: str, start: dt.date, end: dt.da
             )
         )
     return out
+
+
+def _runs(starts: list[dt.date], interval: str) -> list[tuple[dt.date, dt.date]]:
+    """[first day, last day] of each run of consecutive periods among `starts` (sorted)."""
+    runs: list[tuple[dt.date, dt.date]] = []
+    for p in starts:
+        if runs and next_period(runs[-1][1], DAY) == p:
+            runs[-1] = (runs[-1][0], period_end(p, interval))
+        else:
+            runs.append((p, period_end(p, interval)))
+    return runs
 
 
 MAU_DAYS, WAU_DAYS = 30, 7

@@ -3,6 +3,7 @@ adoption, OS split and activity series, held to a brute-force count over raw eve
 after late events, a purge and an install's deletion."""
 
 import datetime as dt
+import re
 from collections import defaultdict
 
 import pytest
@@ -412,3 +413,30 @@ def test_a_request_reads_the_oldest_activity_day_once(client):
         return [q for q in ctx.captured_queries if "min(" in q["sql"].lower()]
 
     assert len(probes(inside)) * 2 == len(probes(outside)) > 0
+
+
+def test_after_a_purge_the_weekly_series_counts_only_the_purged_weeks_and_the_open_one(client):
+    p = seeded_project(client, seed=59, days=70)
+    now = timezone.now()
+    p.project.retention_days = 30
+    p.project.save(update_fields=["retention_days"])
+    purge.purge(now=now)
+    rolling.refresh_rolling(project=p.project, now=now)
+    served = set(
+        ClosedPeriod.objects.filter(project=p.project, period="w").values_list("start", flat=True)
+    )
+    assert len(served) >= 3
+    start = now.date() - dt.timedelta(days=69)
+    with CaptureQueriesContext(connection) as ctx:
+        active.active_series(project=p.project, interval="week", start=start, end=now.date())
+    spans = [
+        [dt.date.fromisoformat(d) for d in re.findall(r"'(\d{4}-\d{2}-\d{2})", q["sql"])]
+        for q in ctx.captured_queries
+        if "telemetry_periodactivity" in q["sql"]
+    ]
+    assert spans
+    for lo, hi in spans:
+        assert not [w for w in served if lo <= w <= hi], (lo, hi)
+    assert_series_are_brute_force(
+        p.project, now.date() - dt.timedelta(days=29), now.date(), purged=True
+    )
