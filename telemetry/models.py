@@ -407,6 +407,41 @@ class OsActivity(models.Model):
         return f"{self.install_id} on {self.os or '-'} until {self.last_day}"
 
 
+class ClosedPeriod(models.Model):
+    """One closed UTC day, ISO week or month of a project: its active installs, new installs and
+    events, counted from DailyActivity/PeriodActivity, Install and DailyCount by
+    telemetry.services.rolling, so the activity series read one row per closed period instead of
+    a period's worth of activity rows.
+
+    `fingerprint` says what the counts were made from: every event counted from the oldest
+    activity day through the period's last day, and that oldest day. A late event on or before
+    the period (which may also move an install's first day out of it), a purge or a history
+    import changes it, and readers count such a period until the next refresh."""
+
+    DAY, WEEK, MONTH = "d", "w", "m"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    period = models.CharField(
+        max_length=1, choices=[(DAY, "UTC day"), (WEEK, "ISO week"), (MONTH, "month")]
+    )
+    start = models.DateField(help_text="The day, the Monday of the ISO week, or the 1st.")
+    active_installs = models.PositiveIntegerField(default=0)
+    new_installs = models.PositiveIntegerField(default=0)
+    events = models.PositiveBigIntegerField(default=0)
+    fingerprint = models.CharField(max_length=128)
+
+    class Meta:
+        verbose_name_plural = "closed periods"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "period", "start"], name="closedperiod_unique_start"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.period}{self.start}: {self.active_installs} active"
+
+
 class RollupState(models.Model):
     """When a derived rollup of a project was last rebuilt, and from what: the fingerprint of
     the rollups it was computed from, so readers can tell whether it is still exact."""

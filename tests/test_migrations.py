@@ -1,5 +1,5 @@
 """Migrations on a database that already holds events: nothing is lost (0003 events v2,
-0010 the closed-day rollup).
+0010 the closed-day rollup, 0011 the closed-period rollup).
 
 For 0003, on PostgreSQL the plain table becomes daily partitions; on SQLite only the unique key
 changes. Rows are written with raw SQL at 0002, the migration runs, and every row is compared.
@@ -129,6 +129,8 @@ def test_going_back_before_the_rollup_queue_folds_what_it_holds_first():
 
 ROLLING_BEFORE = [("telemetry", "0009_rollup_queue")]
 ROLLING_AFTER = [("telemetry", "0010_rolling_activity")]
+PERIODS_BEFORE = ROLLING_AFTER
+PERIODS_AFTER = [("telemetry", "0011_closed_periods")]
 
 
 def table_rows(table: str) -> list[tuple]:
@@ -159,8 +161,50 @@ def test_the_closed_day_rollup_arrives_on_a_database_with_data_and_loses_nothing
         project = Project.objects.get(pk=p.project.pk)
         day = timezone.now().date() - dt.timedelta(days=4)
         counted = active.rolling(project=project, day=day)  # an empty rollup: counted
+        migrate(PERIODS_AFTER)  # what today's refresh writes too
         assert refresh_rolling(project=project, now=timezone.now()).days >= 25
         assert active.rolling(project=project, day=day) == counted
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_closed_period_rollup_arrives_and_leaves_without_losing_anything(client):
+    from django.utils import timezone
+
+    from telemetry.analytics import active
+    from telemetry.services.rolling import refresh_rolling
+    from tests.analytics.data import seeded_project
+
+    p = seeded_project(client, seed=44, days=40)
+    tables = [
+        "telemetry_event",
+        "telemetry_install",
+        "telemetry_dailyactivity",
+        "telemetry_periodactivity",
+    ]
+    migrate(PERIODS_BEFORE)
+    try:
+        before = {t: table_rows(t) for t in tables}
+        assert all(before.values())
+        assert "telemetry_closedperiod" not in connection.introspection.table_names()
+        migrate(PERIODS_AFTER)
+        assert {t: table_rows(t) for t in tables} == before
+        from telemetry.models import Project
+
+        project = Project.objects.get(pk=p.project.pk)
+        end = timezone.now().date()
+        start = end - dt.timedelta(days=39)
+        counted = active.active_series(project=project, interval="week", start=start, end=end)
+        assert refresh_rolling(project=project, now=timezone.now()).periods >= 30
+        assert active.active_series(project=project, interval="week", start=start, end=end) == (
+            counted
+        )
+        migrate(PERIODS_BEFORE)  # reversible: only the derived table goes
+        assert "telemetry_closedperiod" not in connection.introspection.table_names()
+        assert {t: table_rows(t) for t in tables} == before
     finally:
         executor = MigrationExecutor(connection)
         executor.loader.build_graph()

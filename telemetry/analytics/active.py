@@ -1,6 +1,7 @@
 """Active and new installs and events per calendar period, rolling DAU/WAU/MAU, versions and OS.
 
-Everything reads the rollups (DailyActivity, Install, DailyCount); for days older than the oldest
+Everything reads the rollups (DailyActivity, Install, DailyCount), closed periods their counted
+rows (ClosedPeriod, RollingActivity) while those still match; for days older than the oldest
 remaining activity row, the anonymous DailySummary/CohortSummary snapshots stand in.
 """
 
@@ -21,11 +22,13 @@ from telemetry.analytics.periods import (
     db_datetime,
     label,
     next_period,
+    period_end,
     period_start,
     periods,
     utc_date_sql,
 )
 from telemetry.models import (
+    ClosedPeriod,
     CohortSummary,
     DailyActivity,
     DailyCount,
@@ -69,8 +72,49 @@ def has_events(*, project: Project) -> bool:
 
 
 def raw_boundary(*, project: Project) -> dt.date | None:
-    """The oldest day still in DailyActivity: before it only the anonymous snapshots remain."""
-    return DailyActivity.objects.filter(project=project).aggregate(d=Min("day"))["d"]
+    """The oldest day still in DailyActivity: before it only the anonymous snapshots remain.
+    Read once per request (every selector of a page asks)."""
+    return db.memo(("raw_boundary", project.pk), lambda: _oldest_activity_day(project))
+
+
+# Activity partitions one probe covers. MIN(day) over the partitioned table plans every daily
+# partition, 7-30 ms at 90 days before it reads one index entry (bench/RESULTS.md); a probe
+# bounded by day is planned for its own partitions only.
+PROBE_PARTITIONS = 16
+
+
+def _oldest_activity_day(project: Project) -> dt.date | None:
+    days = _activity_partitions() if db.vendor() == "postgresql" else []
+    if not days or None in days:
+        return DailyActivity.objects.filter(project=project).aggregate(d=Min("day"))["d"]
+    # Rows live only in the daily partitions (there is no default one): the first probe, oldest
+    # partitions first, that finds a row has the oldest day. The last probe is open-ended.
+    for i in range(0, len(days), PROBE_PARTITIONS):
+        sql = "SELECT MIN(day) FROM telemetry_dailyactivity WHERE project_id = %s"
+        params: list = [project.pk]
+        if i:
+            sql += " AND day >= %s"
+            params.append(db_date(days[i]))
+        if i + PROBE_PARTITIONS < len(days):
+            sql += " AND day < %s"
+            params.append(db_date(days[i + PROBE_PARTITIONS]))
+        ((found,),) = _rows(sql, params)
+        if found is not None:
+            return as_date(found)
+    return None
+
+
+def _activity_partitions() -> list[dt.date | None]:
+    """The first day of every DailyActivity partition, oldest first (none: not partitioned)."""
+    return [
+        d
+        for (d,) in _rows(
+            "SELECT to_date(substring(c.relname from '_p([0-9]{8})$'), 'YYYYMMDD') AS d"
+            " FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = to_regclass('telemetry_dailyactivity') ORDER BY d",
+            [],
+        )
+    ]
 
 
 def active_counts(
@@ -79,19 +123,31 @@ def active_counts(
     """Distinct installs with activity per period start, for periods in [start, end]."""
     if interval == DAY:
         # Closed days from their RollingActivity rows; the rest (today, days with late events)
-        # by counting rows: one row per (install, day), so counting rows is counting installs.
+        # counted.
         cached = closed_days(project=project, first=start, last=end)
         out = {d: row.dau for d, row in cached.items()}
         missing = _missing(start, end, cached)
         if missing:
-            rows = _rows(
-                "SELECT day, COUNT(*) FROM telemetry_dailyactivity"
-                " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY 1",
-                [project.pk, db_date(missing[0]), db_date(missing[-1])],
-            )
             wanted = set(missing)
-            out.update({as_date(d): n for d, n in rows if as_date(d) in wanted})
+            counted = active_counted(project=project, start=missing[0], end=missing[-1])
+            out.update({d: n for d, n in counted.items() if d in wanted})
         return out
+    return active_counted(project=project, start=start, end=end, interval=interval)
+
+
+def active_counted(
+    *, project: Project, start: dt.date, end: dt.date, interval: str = DAY
+) -> dict[dt.date, int]:
+    """Distinct installs with activity per period start in [start, end], counted from the
+    activity rows (periods without activity absent)."""
+    if interval == DAY:
+        # One row per (install, day): counting rows is counting installs.
+        rows = _rows(
+            "SELECT day, COUNT(*) FROM telemetry_dailyactivity"
+            " WHERE project_id = %s AND day >= %s AND day <= %s GROUP BY 1",
+            [project.pk, db_date(start), db_date(end)],
+        )
+        return {as_date(d): n for d, n in rows}
     # Weeks and months: the PeriodActivity rows, one per install and period.
     kind = PeriodActivity.WEEK if interval == WEEK else PeriodActivity.MONTH
     rows = _rows(
@@ -160,9 +216,17 @@ def active_series(*, project: Project, interval: str, start: dt.date, end: dt.da
     """One Period per calendar period touching [start, end], zero-filled, oldest first."""
     buckets = periods(start, end, interval)
     first, last = buckets[0], next_period(buckets[-1], interval) - dt.timedelta(days=1)
-    active = active_counts(project=project, start=first, end=last, interval=interval)
-    new_by_day = new_counts(project=project, start=first, end=last)
-    events_by_day = event_counts(project=project, start=first, end=last)
+    closed = closed_periods(project=project, interval=interval, first=first, last=last)
+    # The rest (the open period, periods before the oldest activity day or with late events),
+    # counted run by run: after a purge the purged weeks and the open one are two short runs,
+    # not one span over every closed week between them.
+    active: dict[dt.date, int] = {}
+    new_by_day: dict[dt.date, int] = {}
+    events_by_day: dict[dt.date, int] = {}
+    for lo, hi in _runs([p for p in buckets if p not in closed], interval):
+        active.update(active_counts(project=project, start=lo, end=hi, interval=interval))
+        new_by_day.update(new_counts(project=project, start=lo, end=hi))
+        events_by_day.update(event_counts(project=project, start=lo, end=hi))
 
     boundary = raw_boundary(project=project)
     purged_active: dict[dt.date, int] = {}
@@ -184,6 +248,18 @@ def active_series(*, project: Project, interval: str, start: dt.date, end: dt.da
 
     out = []
     for p in buckets:
+        row = closed.get(p)
+        if row is not None:
+            out.append(
+                Period(
+                    start=p,
+                    label=label(p, interval),
+                    active_installs=row.active_installs,
+                    new_installs=row.new_installs,
+                    events=row.events,
+                )
+            )
+            continue
         p_end = next_period(p, interval)
         days_in = [d for d in purged if p <= d < p_end]
         if not days_in:
@@ -202,6 +278,17 @@ def active_series(*, project: Project, interval: str, start: dt.date, end: dt.da
             )
         )
     return out
+
+
+def _runs(starts: list[dt.date], interval: str) -> list[tuple[dt.date, dt.date]]:
+    """[first day, last day] of each run of consecutive periods among `starts` (sorted)."""
+    runs: list[tuple[dt.date, dt.date]] = []
+    for p in starts:
+        if runs and next_period(runs[-1][1], DAY) == p:
+            runs[-1] = (runs[-1][0], period_end(p, interval))
+        else:
+            runs.append((p, period_end(p, interval)))
+    return runs
 
 
 MAU_DAYS, WAU_DAYS = 30, 7
@@ -299,6 +386,51 @@ def window_fingerprints(*, project: Project, first: dt.date, last: dt.date) -> d
             out[day] = f"{total}:{boundary}"
         day += dt.timedelta(days=1)
     return out
+
+
+PERIOD_KINDS = {DAY: ClosedPeriod.DAY, WEEK: ClosedPeriod.WEEK, MONTH: ClosedPeriod.MONTH}
+
+
+def period_fingerprints(*, project: Project, oldest: dt.date, last: dt.date) -> dict[dt.date, str]:
+    """What a ClosedPeriod row ending on each day of [oldest, last] is counted from: the events
+    counted from the oldest activity day `oldest` through that day, and `oldest`.
+
+    Every accepted event moves the sum of its own day and of every day after it, which covers
+    the counts of its period and of the later period an install's first day moved out of; a
+    purge moves `oldest` (and with it every sum); deleting an install clears the rows. Read
+    from DailyCount, one row per day, event name and shard."""
+    per_day = daily_events(project=project, first=oldest, last=last)
+    out: dict[dt.date, str] = {}
+    total, day = 0, oldest
+    while day <= last:
+        total += per_day.get(day, 0)
+        out[day] = f"{total}:{oldest.isoformat()}"
+        day += dt.timedelta(days=1)
+    return out
+
+
+def closed_periods(
+    *, project: Project, interval: str, first: dt.date, last: dt.date
+) -> dict[dt.date, ClosedPeriod]:
+    """The ClosedPeriod rows of the periods starting in [first, last] that still match what
+    they were counted from; only periods that begin on or after the oldest activity day (the
+    others mix in purged days, answered from the snapshots)."""
+    oldest = raw_boundary(project=project)
+    if oldest is None:
+        return {}
+    rows = list(
+        ClosedPeriod.objects.filter(
+            project=project,
+            period=PERIOD_KINDS[interval],
+            start__gte=max(first, oldest),
+            start__lte=last,
+        )
+    )
+    if not rows:
+        return {}
+    ends = {r.start: period_end(r.start, interval) for r in rows}
+    current = period_fingerprints(project=project, oldest=oldest, last=max(ends.values()))
+    return {r.start: r for r in rows if current.get(ends[r.start]) == r.fingerprint}
 
 
 def closed_days(

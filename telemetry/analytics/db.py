@@ -22,6 +22,8 @@ PRIMARY = "default"
 REPLICA = "replica"
 
 _alias: ContextVar[str | None] = ContextVar("telemetry_analytics_alias", default=None)
+# Values a request's selectors share (the oldest activity day): one read per `reading()` block.
+_memo: ContextVar[dict | None] = ContextVar("telemetry_analytics_memo", default=None)
 _replica_state: dict[str, float] = {}  # "down_until" / "ok_until": monotonic seconds
 _lock = threading.Lock()
 
@@ -65,6 +67,17 @@ def connection():
 
 def vendor() -> str:
     return connection().vendor
+
+
+def memo(key, compute):
+    """compute() once per `reading()` block, so the selectors of one request read a shared
+    value once; outside one (jobs, services), every call computes."""
+    cache = _memo.get()
+    if cache is None:
+        return compute()
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
 
 
 def replica_configured() -> bool:
@@ -163,6 +176,7 @@ def reading(*, using: str | None = None, timeout: float | None = None) -> Iterat
     name = using or choose()
     seconds = settings.TELEMETRY_ANALYTICS_TIMEOUT_SECONDS if timeout is None else timeout
     token = _alias.set(name)
+    memo_token = _memo.set({})
     try:
         with transaction.atomic(using=name), _deadline(name, seconds):
             yield name
@@ -171,6 +185,7 @@ def reading(*, using: str | None = None, timeout: float | None = None) -> Iterat
             raise AnalyticsTimeout(f"cancelled at the {seconds:g} s analytics deadline") from exc
         raise
     finally:
+        _memo.reset(memo_token)
         _alias.reset(token)
 
 

@@ -11,6 +11,9 @@ DAY, WEEK, MONTH = "day", "week", "month"
 INTERVALS = (DAY, WEEK, MONTH)
 MAX_DAYS = 400  # a longer requested range is clamped to its last MAX_DAYS days
 MAX_PERIODS = 366
+# No telemetry is older than 1970; a range ending this early would also take the arithmetic on
+# its days and its previous period (e.g. from 0001-01-01) outside the calendar.
+EARLIEST_END = dt.date(1970, 1, 1) + dt.timedelta(days=MAX_DAYS)
 
 _WEEK_LABEL = re.compile(r"^(\d{4})-W(\d{2})$")
 
@@ -103,6 +106,8 @@ def resolve_range(
 ) -> tuple[dt.date, dt.date]:
     """[start, end] inclusive; end defaults to today; a longer range keeps its last MAX_DAYS."""
     end = end or today(now)
+    if end < EARLIEST_END:
+        raise BadRequest("invalid_range", f"end must be on or after {EARLIEST_END}")
     start = start or end - dt.timedelta(days=default_days - 1)
     if start > end:
         raise BadRequest("invalid_range", "start must be on or before end")

@@ -18,6 +18,7 @@ from django.db import connection, transaction
 
 from telemetry.ingest.pipeline import rebuild_period_activity
 from telemetry.models import (
+    ClosedPeriod,
     DailyActivity,
     DailyCount,
     Event,
@@ -154,7 +155,7 @@ def seed_demo(
         if any(m.objects.filter(project=project).exists() for m in tables):
             if not replace:
                 raise ValueError(f"project {project.slug!r} has data already; use --replace")
-            for model in (*tables, RollingActivity, OsActivity):
+            for model in (*tables, RollingActivity, OsActivity, ClosedPeriod):
                 model.objects.filter(project=project).delete()
         with connection.cursor() as cursor:
             writer = Writer(cursor)
@@ -251,7 +252,7 @@ def seed_demo(
     analyze(ANALYTICS_TABLES, vacuum=True)
     refresh_cohorts(project=project, now=now)
     refresh_rolling(project=project, now=now)
-    analyze(["telemetry_rollingactivity", "telemetry_osactivity"])
+    analyze(["telemetry_rollingactivity", "telemetry_osactivity", "telemetry_closedperiod"])
     return Seeded(installs=installs, events=total, activity_rows=rows_activity, days=days)
 
 

@@ -20,6 +20,7 @@ from django.db import connection, transaction
 from telemetry.ingest import pipeline
 from telemetry.models import (
     Batch,
+    ClosedPeriod,
     DailyActivity,
     Event,
     Install,
@@ -279,11 +280,15 @@ def _purge(
             pause=pause,
             progress=progress,
         )
-    # Closed-day counts of purged days, and (install, OS) pairs last active on them, describe
-    # rows that are gone (later days' rows notice the new oldest day by their fingerprint and
-    # are recounted by the next refresh).
+    # Closed-day counts of purged days, (install, OS) pairs last active on them and closed
+    # periods that began before the cutoff describe rows that are gone (later rows notice the
+    # new oldest day by their fingerprint and are recounted by the next refresh).
     for p in projects:
-        for model, column in ((RollingActivity, "day"), (OsActivity, "last_day")):
+        for model, column in (
+            (RollingActivity, "day"),
+            (OsActivity, "last_day"),
+            (ClosedPeriod, "start"),
+        ):
             gone, _ = model.objects.filter(project=p, **{f"{column}__lt": keep_from[p.pk]}).delete()
             if gone:
                 touched.add(model._meta.db_table)

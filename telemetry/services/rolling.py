@@ -1,10 +1,12 @@
-"""The closed-day rollups: RollingActivity (DAU, rolling WAU/MAU and installs per version of each
-closed UTC day) and OsActivity (each install and OS's last closed active day), counted from
-DailyActivity so the overview reads O(days) rows and the month's active installs.
+"""The closed-period rollups: RollingActivity (DAU, rolling WAU/MAU and installs per version of
+each closed UTC day), OsActivity (each install and OS's last closed active day) and ClosedPeriod
+(active installs, new installs and events of each closed day, ISO week and month), counted from
+the activity rollups so the overview reads O(periods) rows and the month's active installs.
 
-Idempotent: `refresh_rolling` recounts only the days whose row is missing or no longer matches
-its inputs (late events, a purge); run it after bulk writes (seed_demo) and from the one-minute
-`refresh_cohorts` beat job. Readers check each row's fingerprint, so a stale row is never served.
+Idempotent: `refresh_rolling` recounts only the periods whose row is missing or no longer
+matches its inputs (late events, a purge); run it after bulk writes (seed_demo) and from the
+one-minute `refresh_cohorts` beat job. Readers check each row's fingerprint, so a stale row is
+never served.
 """
 
 import datetime as dt
@@ -13,8 +15,8 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 
 from telemetry.analytics import active
-from telemetry.analytics.periods import as_date, today
-from telemetry.models import OsActivity, Project, RollingActivity
+from telemetry.analytics.periods import DAY, MONTH, WEEK, as_date, period_end, periods, today
+from telemetry.models import ClosedPeriod, OsActivity, Project, RollingActivity
 from telemetry.services.maintenance import analyze
 
 # Days before today kept counted: the longest range a page or the API asks for (400 days).
@@ -26,22 +28,33 @@ BULK_DAYS = 7
 @dataclass
 class RolledUp:
     project: str
-    days: int  # rows (re)counted
+    days: int  # RollingActivity rows (re)counted
+    periods: int = 0  # ClosedPeriod rows (re)counted
 
 
 def refresh_rolling(*, project: Project, now: dt.datetime) -> RolledUp:
-    """Recount the stale or missing closed days of `project`, from its oldest activity day (or
-    400 days ago) to yesterday; drop rows older than that (purged days)."""
+    """Recount the stale or missing closed days and periods of `project`, from its oldest
+    activity day (or 400 days ago) to yesterday; drop rows older than that (purged days)."""
+    days = _refresh_days(project, now)
+    return RolledUp(project=project.slug, days=days, periods=refresh_periods(project, now))
+
+
+def _snapshot() -> None:
+    """One snapshot for a refresh's fingerprints and counts (PostgreSQL, outermost transaction
+    only): a row never claims events its counts did not see."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+
+
+def _refresh_days(project: Project, now: dt.datetime) -> int:
     yesterday = today(now) - dt.timedelta(days=1)
     oldest = active.raw_boundary(project=project)
     first = max(oldest, today(now) - dt.timedelta(days=MAX_DAYS)) if oldest else None
     outermost = not connection.in_atomic_block
     with transaction.atomic():
-        if outermost and connection.vendor == "postgresql":
-            # One snapshot for the fingerprints and the counts: a row never claims events
-            # its counts did not see.
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        if outermost:
+            _snapshot()
         old = RollingActivity.objects.filter(project=project)
         if first is not None:
             old = old.exclude(day__gte=first, day__lte=yesterday)
@@ -49,7 +62,7 @@ def refresh_rolling(*, project: Project, now: dt.datetime) -> RolledUp:
         # Pairs last active before the oldest day kept describe purged activity.
         OsActivity.objects.filter(project=project, last_day__lt=first or today(now)).delete()
         if first is None or first > yesterday:
-            return RolledUp(project=project.slug, days=0)
+            return 0
         # Fingerprints before counts: should an event land in between, the row's fingerprint
         # is older than its counts and readers recount; never the other way round.
         wanted = active.window_fingerprints(project=project, first=first, last=yesterday)
@@ -62,7 +75,7 @@ def refresh_rolling(*, project: Project, now: dt.datetime) -> RolledUp:
         }
         stale = [d for d, fp in wanted.items() if have.get(d, ("", 0))[0] != fp]
         if not stale:
-            return RolledUp(project=project.slug, days=0)
+            return 0
         unfolded = [d for d in stale if d not in have or have[d][1] != events.get(d, 0)]
         _fold_os(project, unfolded)
         versions: dict[dt.date, dict[str, int]] = {d: {} for d in stale}
@@ -95,7 +108,80 @@ def refresh_rolling(*, project: Project, now: dt.datetime) -> RolledUp:
     if len(unfolded) > BULK_DAYS:
         # A first fill or a rebuild wrote a table's worth of rows: plan on them (STYLE 16).
         analyze(["telemetry_rollingactivity", "telemetry_osactivity"])
-    return RolledUp(project=project.slug, days=len(rows))
+    return len(rows)
+
+
+_KINDS = ((DAY, ClosedPeriod.DAY), (WEEK, ClosedPeriod.WEEK), (MONTH, ClosedPeriod.MONTH))
+_INTERVAL = {kind: interval for interval, kind in _KINDS}
+
+
+def refresh_periods(project: Project, now: dt.datetime) -> int:
+    """Recount the closed days, weeks and months of `project` (from its oldest activity day or
+    400 days ago, to yesterday) whose ClosedPeriod row is missing or stale; drop the others.
+    Returns the rows (re)counted."""
+    yesterday = today(now) - dt.timedelta(days=1)
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost:
+            _snapshot()
+        oldest = active.raw_boundary(project=project)
+        rows = ClosedPeriod.objects.filter(project=project)
+        if oldest is None or oldest > yesterday:
+            rows.delete()
+            return 0
+        first = max(oldest, today(now) - dt.timedelta(days=MAX_DAYS))
+        # Fingerprints before counts, as in _refresh_days.
+        wanted = active.period_fingerprints(project=project, oldest=oldest, last=yesterday)
+        want: dict[tuple[str, dt.date], str] = {}
+        for interval, kind in _KINDS:
+            for start in periods(first, yesterday, interval):
+                end = period_end(start, interval)
+                if start >= first and end <= yesterday:
+                    want[(kind, start)] = wanted[end]
+        have = {(k, s): fp for k, s, fp in rows.values_list("period", "start", "fingerprint")}
+        gone = [key for key in have if key not in want]
+        for kind in {k for k, _ in gone}:
+            rows.filter(period=kind, start__in=[s for k, s in gone if k == kind]).delete()
+        stale = sorted(key for key, fp in want.items() if have.get(key) != fp)
+        if not stale:
+            return 0
+        lo = min(s for _, s in stale)
+        hi = max(period_end(s, _INTERVAL[k]) for k, s in stale)
+        new_by_day = active.new_counts(project=project, start=lo, end=hi)
+        events_by_day = active.daily_events(project=project, first=lo, last=hi)
+        counted = []
+        for interval, kind in _KINDS:
+            starts = [s for k, s in stale if k == kind]
+            if not starts:
+                continue
+            end = period_end(max(starts), interval)
+            installs = active.active_counted(
+                project=project, start=min(starts), end=end, interval=interval
+            )
+            for start in starts:
+                days = range((period_end(start, interval) - start).days + 1)
+                in_period = [start + dt.timedelta(days=i) for i in days]
+                counted.append(
+                    ClosedPeriod(
+                        project=project,
+                        period=kind,
+                        start=start,
+                        active_installs=installs.get(start, 0),
+                        new_installs=sum(new_by_day.get(d, 0) for d in in_period),
+                        events=sum(events_by_day.get(d, 0) for d in in_period),
+                        fingerprint=want[(kind, start)],
+                    )
+                )
+        ClosedPeriod.objects.bulk_create(
+            counted,
+            update_conflicts=True,
+            unique_fields=["project", "period", "start"],
+            update_fields=["active_installs", "new_installs", "events", "fingerprint"],
+            batch_size=1000,
+        )
+    if len(counted) > BULK_DAYS:
+        analyze(["telemetry_closedperiod"])
+    return len(counted)
 
 
 def _fold_os(project: Project, days: list[dt.date]) -> None:
@@ -116,9 +202,10 @@ def _fold_os(project: Project, days: list[dt.date]) -> None:
 
 
 def invalidate(*, project: Project) -> None:
-    """Forget the project's counted days (after deleting an install's rows): readers count
-    until the next refresh."""
+    """Forget the project's counted days and periods (after deleting an install's rows):
+    readers count until the next refresh."""
     RollingActivity.objects.filter(project=project).delete()
+    ClosedPeriod.objects.filter(project=project).delete()
 
 
 def forget_install(*, project: Project, install_id: str) -> None:
@@ -130,4 +217,4 @@ def forget_install(*, project: Project, install_id: str) -> None:
 def refresh_stale(*, now: dt.datetime) -> list[RolledUp]:
     """Refresh every project with a stale or missing closed day; report those that had one."""
     done = [refresh_rolling(project=p, now=now) for p in Project.objects.all()]
-    return [r for r in done if r.days]
+    return [r for r in done if r.days or r.periods]

@@ -80,9 +80,12 @@ def _refresh_cohorts(now: dt.datetime) -> JobResult:
     done = cohorts.refresh_stale(now=now)
     days = rolling.refresh_stale(now=now)
     details = {r.project: r.cells for r in done}
-    if days:
-        details["rolling_days"] = {r.project: r.days for r in days}
-    return JobResult(sum(r.cells for r in done) + sum(r.days for r in days), details)
+    if any(r.days for r in days):
+        details["rolling_days"] = {r.project: r.days for r in days if r.days}
+    if any(r.periods for r in days):
+        details["closed_periods"] = {r.project: r.periods for r in days if r.periods}
+    rows = sum(r.cells for r in done) + sum(r.days + r.periods for r in days)
+    return JobResult(rows, details)
 
 
 @dataclass(frozen=True)
@@ -146,8 +149,8 @@ JOBS = {
             "telemetry.tasks.refresh_cohorts",
             _refresh_cohorts,
             {"minute": "*", "hour": "*"},
-            "Recount the retention grid's cells and the overview's closed days of projects with"
-            " new events since the last run.",
+            "Recount the retention grid's cells and the overview's closed days and periods of"
+            " projects with new events since the last run.",
         ),
     ]
 }

@@ -135,6 +135,8 @@ def test_staff_superuser_reads_every_project(client):
         ("active", {"start": "2026-13-01"}, "invalid_date"),
         ("active", {"end": "yesterday"}, "invalid_date"),
         ("active", {"start": "2026-05-02", "end": "2026-05-01"}, "invalid_range"),
+        ("active", {"end": "0001-01-01"}, "invalid_range"),
+        ("breakdown", {"property": "name", "end": "0001-01-01"}, "invalid_range"),
         ("retention", {"period": "month"}, "invalid_interval"),
         ("retention", {"cohorts": "-3"}, "invalid_cohorts"),
         ("breakdown", {}, "invalid_property"),

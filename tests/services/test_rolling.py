@@ -1,18 +1,28 @@
-"""telemetry.services.rolling: the closed-day rollups behind the overview's DAU/WAU/MAU, version
-adoption and OS split, held to a brute-force count over raw events before and after late
-events, a purge and an install's deletion."""
+"""telemetry.services.rolling: the closed-period rollups behind the overview's DAU/WAU/MAU, version
+adoption, OS split and activity series, held to a brute-force count over raw events before and
+after late events, a purge and an install's deletion."""
 
 import datetime as dt
+import re
 from collections import defaultdict
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from telemetry.analytics import active
+from telemetry.analytics import active, db
+from telemetry.analytics.periods import period_end, period_start, periods
 from telemetry.ingest.pipeline import ingest
 from telemetry.ingest.schema import IncomingEvent
-from telemetry.models import DailyActivity, Event, OsActivity, RollingActivity
+from telemetry.models import (
+    ClosedPeriod,
+    DailyActivity,
+    Event,
+    Install,
+    OsActivity,
+    RollingActivity,
+)
 from telemetry.services import purge, rolling
 from telemetry.services.deletion import delete_install
 from telemetry.services.schedule import run_job
@@ -66,6 +76,8 @@ def test_readers_serve_the_stored_row_while_its_fingerprint_holds(client):
     day = timezone.now().date() - dt.timedelta(days=5)
     RollingActivity.objects.filter(project=p.project, day=day).update(dau=9999)
     assert active.rolling(project=p.project, day=day).dau == 9999
+    # The daily series reads the day's ClosedPeriod row first; without one, this row's DAU.
+    ClosedPeriod.objects.filter(project=p.project, period="d", start=day).delete()
     (series,) = active.active_series(project=p.project, interval="day", start=day, end=day)
     assert series.active_installs == 9999
     RollingActivity.objects.filter(project=p.project, day=day).update(fingerprint="0:-")
@@ -242,3 +254,189 @@ def test_a_first_fill_leaves_both_rollups_analysed(client):
             stats = dict(cursor.fetchall())  # one row per index, each opening with the row count
             assert int(stats["telemetry_osactivity"].split()[0]) == pairs
     assert set(stats) == {"telemetry_rollingactivity", "telemetry_osactivity"}
+
+
+# ClosedPeriod: active installs, new installs and events of closed days, weeks and months.
+
+
+def installs_first_seen(project, start, end):
+    return sum(
+        1
+        for ts in Install.objects.filter(project=project).values_list("first_seen", flat=True)
+        if start <= ts.astimezone(dt.UTC).date() <= end
+    )
+
+
+def assert_series_are_brute_force(project, start, end, *, purged=False, events=None):
+    """Every day, week and month that begins in [start, end] as counted from the raw events (a
+    period begun before a purge's cutoff is answered from the snapshots, not the events). After
+    a purge an install keeps its first day although its first events are gone: new installs
+    are then the installs first seen in the period, as every reader defines them. `events`:
+    the events per day to expect instead of the raw events' (DailyCount outlives a deletion)."""
+    brute = Brute(project)
+    for interval in ("day", "week", "month"):
+        for s in active.active_series(project=project, interval=interval, start=start, end=end):
+            if s.start < start:
+                continue
+            last = period_end(s.start, interval)
+            new = installs_first_seen if purged else lambda _, a, b: brute.new(a, b)
+            expect = (brute.active(s.start, last), new(project, s.start, last))
+            assert (s.active_installs, s.new_installs) == expect, (interval, s.start)
+            if events is None:
+                assert s.events == brute.events(s.start, last), (interval, s.start)
+            else:
+                expect = sum(n for d, n in events.items() if s.start <= d <= last)
+                assert s.events == expect, (interval, s.start)
+
+
+def test_every_closed_day_week_and_month_from_the_oldest_activity_day_is_counted(client):
+    p = seeded_project(client, seed=51, days=70)
+    now = timezone.now()
+    oldest = active.raw_boundary(project=p.project)
+    done = rolling.refresh_rolling(project=p.project, now=now)
+    yesterday = now.date() - dt.timedelta(days=1)
+    for interval, kind in (("day", "d"), ("week", "w"), ("month", "m")):
+        starts = ClosedPeriod.objects.filter(project=p.project, period=kind).values_list(
+            "start", flat=True
+        )
+        expect = [
+            s
+            for s in periods(oldest, yesterday, interval)
+            if s >= oldest and period_end(s, interval) <= yesterday
+        ]
+        assert sorted(starts) == expect, interval
+    assert done.periods == ClosedPeriod.objects.filter(project=p.project).count()
+    assert rolling.refresh_rolling(project=p.project, now=now).periods == 0
+    assert_series_are_brute_force(p.project, now.date() - dt.timedelta(days=100), now.date())
+
+
+def test_series_serve_a_closed_period_from_its_row_while_its_fingerprint_holds(client):
+    p = seeded_project(client, seed=52, days=40)
+    now = timezone.now()
+    rolling.refresh_rolling(project=p.project, now=now)
+    week = period_start(now.date(), "week") - dt.timedelta(days=14)
+    row = ClosedPeriod.objects.filter(project=p.project, period="w", start=week)
+    row.update(active_installs=9999, new_installs=999, events=99)
+    (s,) = active.active_series(project=p.project, interval="week", start=week, end=week)
+    assert (s.active_installs, s.new_installs, s.events) == (9999, 999, 99)
+    row.update(fingerprint="0:2000-01-01")
+    brute = Brute(p.project)
+    last = week + dt.timedelta(days=6)
+    (s,) = active.active_series(project=p.project, interval="week", start=week, end=week)
+    assert (s.active_installs, s.new_installs, s.events) == (
+        brute.active(week, last),
+        brute.new(week, last),
+        brute.events(week, last),
+    )
+
+
+def test_a_late_event_that_moves_an_install_first_day_never_serves_the_old_count(client):
+    p = seeded_project(client, seed=53, days=60)
+    now = timezone.now()
+    this_week = period_start(now.date(), "week")
+    # A new install first seen in a closed week, counted by a refresh...
+    first_seen = dt.datetime.combine(this_week - dt.timedelta(days=5), dt.time(12), dt.UTC)
+    ingest_at(p.project, first_seen, "inst_moved_0001")
+    rolling.refresh_rolling(project=p.project, now=now)
+    week = period_start(first_seen.date(), "week")
+    before = active.active_series(project=p.project, interval="week", start=week, end=week)
+    assert before[0].new_installs == Brute(p.project).new(week, week + dt.timedelta(days=6))
+    # ...then a late event five weeks earlier: its first day, and its new install, move there.
+    ingest_at(p.project, first_seen - dt.timedelta(days=35), "inst_moved_0001")
+    start = now.date() - dt.timedelta(days=59)
+    assert_series_are_brute_force(p.project, start, now.date())
+    (after,) = active.active_series(project=p.project, interval="week", start=week, end=week)
+    assert after.new_installs == before[0].new_installs - 1
+    run = run_job("refresh_cohorts")
+    assert run.ok and run.details["closed_periods"][p.project.slug] > 0
+    assert_series_are_brute_force(p.project, start, now.date())
+
+
+def test_a_purge_never_serves_a_closed_period_counted_before_it(client):
+    p = seeded_project(client, seed=54, days=70)
+    now = timezone.now()
+    rolling.refresh_rolling(project=p.project, now=now)
+    p.project.retention_days = 40
+    p.project.save(update_fields=["retention_days"])
+    purge.purge(now=now)
+    cutoff = now.date() - dt.timedelta(days=40)
+    assert not ClosedPeriod.objects.filter(project=p.project, start__lt=cutoff).exists()
+    assert ClosedPeriod.objects.filter(project=p.project).exists()  # stale now, kept
+    start = now.date() - dt.timedelta(days=39)
+    assert_series_are_brute_force(p.project, start, now.date(), purged=True)
+    assert rolling.refresh_rolling(project=p.project, now=now).periods > 0
+    assert_series_are_brute_force(p.project, start, now.date(), purged=True)
+
+
+def test_deleting_an_install_clears_the_closed_periods(client):
+    p = seeded_project(client, seed=55, days=30)
+    now = timezone.now()
+    rolling.refresh_rolling(project=p.project, now=now)
+    install = DailyActivity.objects.filter(project=p.project).first().install_id
+    events = Brute(p.project).events
+    start = now.date() - dt.timedelta(days=29)
+    kept = {
+        start + dt.timedelta(days=k): events(*[start + dt.timedelta(days=k)] * 2) for k in range(30)
+    }
+    delete_install(project=p.project, install_id=install)
+    assert not ClosedPeriod.objects.filter(project=p.project).exists()
+    assert_series_are_brute_force(p.project, start, now.date(), events=kept)
+    rolling.refresh_rolling(project=p.project, now=now)
+    assert_series_are_brute_force(p.project, start, now.date(), events=kept)
+
+
+def test_the_oldest_activity_day_is_found_past_the_first_probe(client):
+    p = seeded_project(client, seed=56, installs=3, events=20, days=2)
+    other = seeded_project(client, seed=57, installs=3, events=40, days=60)
+    today = timezone.now().date()
+    assert active.raw_boundary(project=p.project) >= today - dt.timedelta(days=2)
+    assert active.raw_boundary(project=other.project) == min(
+        DailyActivity.objects.filter(project=other.project).values_list("day", flat=True)
+    )
+    old = dt.datetime.combine(today - dt.timedelta(days=45), dt.time(9), dt.UTC)
+    ingest_at(p.project, old, "inst_old_00001")
+    assert active.raw_boundary(project=p.project) == old.date()
+
+
+def test_a_request_reads_the_oldest_activity_day_once(client):
+    p = seeded_project(client, seed=58, days=30)
+    today = timezone.now().date()
+    with CaptureQueriesContext(connection) as outside:
+        active.raw_boundary(project=p.project)
+        active.raw_boundary(project=p.project)
+    with db.reading(using="default"), CaptureQueriesContext(connection) as inside:
+        first = active.raw_boundary(project=p.project)
+        active.active_series(project=p.project, interval="week", start=today, end=today)
+        assert active.raw_boundary(project=p.project) == first
+
+    def probes(ctx):
+        return [q for q in ctx.captured_queries if "min(" in q["sql"].lower()]
+
+    assert len(probes(inside)) * 2 == len(probes(outside)) > 0
+
+
+def test_after_a_purge_the_weekly_series_counts_only_the_purged_weeks_and_the_open_one(client):
+    p = seeded_project(client, seed=59, days=70)
+    now = timezone.now()
+    p.project.retention_days = 30
+    p.project.save(update_fields=["retention_days"])
+    purge.purge(now=now)
+    rolling.refresh_rolling(project=p.project, now=now)
+    served = set(
+        ClosedPeriod.objects.filter(project=p.project, period="w").values_list("start", flat=True)
+    )
+    assert len(served) >= 3
+    start = now.date() - dt.timedelta(days=69)
+    with CaptureQueriesContext(connection) as ctx:
+        active.active_series(project=p.project, interval="week", start=start, end=now.date())
+    spans = [
+        [dt.date.fromisoformat(d) for d in re.findall(r"'(\d{4}-\d{2}-\d{2})", q["sql"])]
+        for q in ctx.captured_queries
+        if "telemetry_periodactivity" in q["sql"]
+    ]
+    assert spans
+    for lo, hi in spans:
+        assert not [w for w in served if lo <= w <= hi], (lo, hi)
+    assert_series_are_brute_force(
+        p.project, now.date() - dt.timedelta(days=29), now.date(), purged=True
+    )
