@@ -32,15 +32,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
-def _descendants(pid: int) -> list[int]:
-    out, todo = [pid], [pid]
-    while todo:
-        kids = harness._children(todo.pop())
-        out += kids
-        todo += kids
-    return out
-
-
 def snapshot(server_pid: int, database: str) -> dict[str, dict[int, float]]:
     """CPU seconds so far of each process, by class."""
     classes: dict[str, dict[int, float]] = {
@@ -49,7 +40,7 @@ def snapshot(server_pid: int, database: str) -> dict[str, dict[int, float]]:
         "autovacuum": {},
         "redis": {},
     }
-    web = set(_descendants(server_pid))
+    web = {server_pid, *harness.descendants(server_pid)}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue

@@ -172,24 +172,24 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (its children, theirs, and so on)."""
+    out, todo = [], _children(pid)
+    while todo:
+        child = todo.pop()
+        out.append(child)
+        todo += _children(child)
+    return out
+
+
 def worker_rss_mb(proc: subprocess.Popen) -> list[float]:
     """Resident memory of each process below the leader (gunicorn or granian workers)."""
-    out, todo = [], _children(proc.pid)
-    while todo:
-        pid = todo.pop()
-        out.append(round(_rss_mb(pid), 1))
-        todo += _children(pid)
-    return out
+    return [round(_rss_mb(pid), 1) for pid in descendants(proc.pid)]
 
 
 def total_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants."""
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        total += _rss_mb(p)
-        todo += _children(p)
-    return round(total, 1)
+    return round(sum(_rss_mb(p) for p in [pid, *descendants(pid)]), 1)
 
 
 def run_wrk(

@@ -530,8 +530,8 @@ def _execute_prepared(sql: str, params: list | None) -> list[tuple]:
     """Run a hot statement prepared on the server, once per connection.
 
     Django binds parameters on the client, so PostgreSQL parses and plans every statement it
-    is sent. Planning an insert into the partitioned event table with its indexes costs the
-    server about three times what running it does (bench/RESULTS.md); a prepared statement
+    is sent. Planning an insert into the partitioned event table with its indexes cost the
+    server about twice what running it does (bench/RESULTS.md); a prepared statement
     is planned once per connection (and again by PostgreSQL itself after partition DDL).
     DATABASE_PREPARED_STATEMENTS=0 (no prepare_threshold on the connection) turns this off,
     for poolers that cannot keep them: the statement is then bound on the server unnamed.

@@ -121,14 +121,20 @@ def test_version_adoption_reads_the_same_from_stored_days_as_from_activity(clien
         assert got == expect.get(label, {}), label
 
 
-def test_the_purge_drops_rows_of_purged_days_and_later_days_match_what_is_left(client):
-    p = seeded_project(client, seed=36, days=60)
+def refreshed_then_purged(client, *, seed: int, days: int, retention: int = 40):
+    """A seeded project whose closed-day rows are filled, then purged to `retention` days:
+    (project, now, the first day kept)."""
+    p = seeded_project(client, seed=seed, days=days)
     now = timezone.now()
     rolling.refresh_rolling(project=p.project, now=now)
-    p.project.retention_days = 40
+    p.project.retention_days = retention
     p.project.save(update_fields=["retention_days"])
     purge.purge(now=now)
-    cutoff = now.date() - dt.timedelta(days=40)
+    return p, now, now.date() - dt.timedelta(days=retention)
+
+
+def test_the_purge_drops_rows_of_purged_days_and_later_days_match_what_is_left(client):
+    p, now, cutoff = refreshed_then_purged(client, seed=36, days=60)
     assert not RollingActivity.objects.filter(project=p.project, day__lt=cutoff).exists()
     days = [cutoff + dt.timedelta(days=k) for k in range(40)]
     assert_rolling_is_brute_force(p.project, days)  # the rows crossing the cutoff are stale
@@ -215,13 +221,7 @@ def test_a_late_event_with_a_new_os_is_counted_at_once_and_folded_by_the_job(cli
 
 
 def test_the_purge_and_a_deletion_take_their_os_pairs_with_them(client):
-    p = seeded_project(client, seed=42, days=60)
-    now = timezone.now()
-    rolling.refresh_rolling(project=p.project, now=now)
-    p.project.retention_days = 40
-    p.project.save(update_fields=["retention_days"])
-    purge.purge(now=now)
-    cutoff = now.date() - dt.timedelta(days=40)
+    p, now, cutoff = refreshed_then_purged(client, seed=42, days=60)
     assert not OsActivity.objects.filter(project=p.project, last_day__lt=cutoff).exists()
     install = OsActivity.objects.filter(project=p.project).first().install_id
     delete_install(project=p.project, install_id=install)
@@ -353,13 +353,7 @@ def test_a_late_event_that_moves_an_install_first_day_never_serves_the_old_count
 
 
 def test_a_purge_never_serves_a_closed_period_counted_before_it(client):
-    p = seeded_project(client, seed=54, days=70)
-    now = timezone.now()
-    rolling.refresh_rolling(project=p.project, now=now)
-    p.project.retention_days = 40
-    p.project.save(update_fields=["retention_days"])
-    purge.purge(now=now)
-    cutoff = now.date() - dt.timedelta(days=40)
+    p, now, cutoff = refreshed_then_purged(client, seed=54, days=70)
     assert not ClosedPeriod.objects.filter(project=p.project, start__lt=cutoff).exists()
     assert ClosedPeriod.objects.filter(project=p.project).exists()  # stale now, kept
     start = now.date() - dt.timedelta(days=39)
