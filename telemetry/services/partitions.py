@@ -25,6 +25,11 @@ _NAME = re.compile(r"^(telemetry_event|telemetry_dailyactivity)_p(\d{8})$")
 LOCK_TIMEOUT = "2s"
 DROP_LOCK_TIMEOUT = "100ms"
 DAYS_AHEAD = 7
+# A plain DETACH that missed its lock budget is tried again after a pause before falling back:
+# under live ingest the budget is usually missed behind one slow commit, and the fallback,
+# DETACH … CONCURRENTLY, waits for every transaction that can see the partition, twice.
+DETACH_ATTEMPTS = 3
+DETACH_RETRY_PAUSE = 0.05
 # Detached tables dropped per transaction: each holds its table's and indexes' locks until commit.
 DROP_TABLES_PER_TRANSACTION = 64
 
@@ -123,17 +128,24 @@ def ensure_ahead(*, now: dt.datetime) -> list[dt.date]:
     )
 
 
-def projects_in(name: str) -> list[int]:
-    """The projects with rows in one partition (distinct over its project index)."""
+def rows_by_project(*, parent: str, before: dt.date) -> dict[str, dict[int, int]]:
+    """{partition: {project: rows}} for the partitions of `parent` dated before `before`.
+
+    One scan of those partitions, not two queries for each: per partition, the planning alone
+    of 180 small queries cost more than counting their rows (bench/RESULTS.md, session 5).
+    """
+    bound = dt.datetime.combine(before, dt.time.min, tzinfo=dt.UTC) if PARENTS[parent] else before
+    key = "timestamp" if PARENTS[parent] else "day"
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH RECURSIVE p AS ("  # a loose index scan: one probe per project, not per row
-            f" (SELECT project_id FROM {name} ORDER BY project_id LIMIT 1)"
-            f" UNION ALL SELECT (SELECT project_id FROM {name} WHERE project_id > p.project_id"
-            f" ORDER BY project_id LIMIT 1) FROM p WHERE p.project_id IS NOT NULL)"
-            f" SELECT project_id FROM p WHERE project_id IS NOT NULL"
+            f"SELECT tableoid::regclass::text, project_id, count(*) FROM {parent}"
+            f" WHERE {key} < %s GROUP BY 1, 2",
+            [bound],
         )
-        return [row[0] for row in cursor.fetchall()]
+        found: dict[str, dict[int, int]] = {}
+        for name, project, n in cursor.fetchall():
+            found.setdefault(name, {})[project] = n
+    return found
 
 
 def drop_many(names: list[str], *, chunk: int = 16, pause: float = 0.0) -> None:
@@ -152,9 +164,9 @@ def drop_many(names: list[str], *, chunk: int = 16, pause: float = 0.0) -> None:
         if start and pause:
             time.sleep(pause)
         group = names[start : start + chunk]
-        if not _detach(group):
+        if not _detach(group, attempts=DETACH_ATTEMPTS):
             for name in group:
-                if len(group) == 1 or not _detach([name]):
+                if len(group) == 1 or not _detach([name], attempts=DETACH_ATTEMPTS):
                     _detach_concurrently(name)
         detached += group
     for start in range(0, len(detached), DROP_TABLES_PER_TRANSACTION):
@@ -165,19 +177,23 @@ def drop_many(names: list[str], *, chunk: int = 16, pause: float = 0.0) -> None:
             cursor.execute("DROP TABLE " + ", ".join(group))
 
 
-def _detach(names: list[str]) -> bool:
-    """One transaction; False when the lock budget ran out (nothing changed then)."""
-    try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # as in drop_many()
-            cursor.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'")
-            for name in names:
-                cursor.execute(f"ALTER TABLE {parent_of(name)} DETACH PARTITION {name}")
-        return True
-    except OperationalError:
-        if connection.in_atomic_block:
-            raise  # CONCURRENTLY cannot run inside a caller's transaction
-        return False
+def _detach(names: list[str], *, attempts: int = 1) -> bool:
+    """One transaction per attempt; False when every attempt's lock budget ran out (nothing
+    changed then)."""
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(DETACH_RETRY_PAUSE)
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # as in drop_many()
+                cursor.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'")
+                for name in names:
+                    cursor.execute(f"ALTER TABLE {parent_of(name)} DETACH PARTITION {name}")
+            return True
+        except OperationalError:
+            if connection.in_atomic_block:
+                raise  # CONCURRENTLY cannot run inside a caller's transaction
+    return False
 
 
 def _detach_concurrently(name: str) -> None:

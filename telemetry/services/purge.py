@@ -114,12 +114,6 @@ def _delete_all(
             time.sleep(pause)
 
 
-def _count(table: str, where: str = "TRUE", params: list | None = None) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*) FROM {table} WHERE {where}", params or [])
-        return cursor.fetchone()[0]
-
-
 def _purge_partitions(
     keep_from: dict[int, dt.date],
     counts: dict[int, PurgeCounts],
@@ -137,21 +131,20 @@ def _purge_partitions(
     a partition that also holds rows of a project outside it is never dropped.
     """
     latest = max(keep_from.values())
+    rows = partitions.rows_by_project(parent=parent, before=latest)
     touched = set()
     dropping = []
     for day, name in sorted(partitions.existing(parent=parent).items()):
         if day >= latest:
             break
-        present = partitions.projects_in(name)
+        present = rows.get(name, {})
         expired = [p for p in present if p in keep_from and day < keep_from[p]]
         if present and len(expired) == len(present):
-            n = _count(name)
-            for p in present:
-                own = n if len(present) == 1 else _count(name, "project_id = %s", [p])
-                counts[p].deleted[label] += own
+            for p, n in present.items():
+                counts[p].deleted[label] += n
             dropping.append(name)
-            if progress and n:
-                progress(n)
+            if progress:
+                progress(sum(present.values()))
         else:
             if expired:
                 touched.add(name)

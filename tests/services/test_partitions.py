@@ -218,3 +218,40 @@ def test_a_write_meets_a_locked_parent_with_a_clean_503_not_a_500():
     # Once the lock is gone the same event goes through: its claim was released.
     result = pipeline.ingest(project=p, events=[event], client_ip="192.0.2.1", now=NOW)
     assert result.accepted == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_drop_that_meets_a_brief_lock_waits_it_out_and_detaches_plainly(monkeypatch):
+    """A transaction holding the parent past one lock budget (a slow commit under live ingest)
+    is waited out by the next attempt, not handed to DETACH … CONCURRENTLY."""
+    p = make_project(retention_days=30).project
+    ingest_at(p, days_ago(40), "inst_briefl01")
+    name = partitions.partition_name(days_ago(40).date())
+    db = settings.DATABASES["default"]
+    dsn = (
+        f"host={db['HOST'] or '127.0.0.1'} port={db['PORT'] or 5432}"
+        f" user={db['USER'] or 'postgres'} dbname={connection.settings_dict['NAME']}"
+    )
+    locked = threading.Event()
+
+    def hold() -> None:
+        with psycopg.connect(dsn) as other:
+            other.execute("LOCK TABLE telemetry_event IN ROW EXCLUSIVE MODE")  # as an insert
+            locked.set()
+            threading.Event().wait(0.15)  # longer than one budget, shorter than the retries
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} fell back to DETACH CONCURRENTLY")
+
+    monkeypatch.setattr(partitions, "_detach_concurrently", refuse)
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        partitions.drop_many([name])
+    finally:
+        holder.join(30)
+    assert days_ago(40).date() not in partitions.existing()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s)", [name])
+        assert cursor.fetchone()[0] is None
