@@ -3,6 +3,7 @@ process group, readiness waits, stop by PID, worker memory, and wrk runs with a 
 
 Every server is bound to 127.0.0.1 and started with start_new_session=True, so `stop()` can end
 exactly the processes a benchmark started (the leader by its PID, then its group), nothing else.
+CPU placement (`pinned`, `pin_tree`, `off_cpus`) lets one machine model separate hosts.
 """
 
 import contextlib
@@ -187,6 +188,39 @@ def worker_rss_mb(proc: subprocess.Popen) -> list[float]:
     return [round(_rss_mb(pid), 1) for pid in descendants(proc.pid)]
 
 
+def pinned(cmd: list[str], cpus: Iterable[int] | None) -> list[str]:
+    """`cmd` run under `taskset -c` on `cpus` (its children inherit the mask); as is without."""
+    if cpus is None:
+        return list(cmd)
+    cpus = sorted(set(cpus))
+    if not cpus or any(c < 0 for c in cpus):
+        raise ValueError(f"cpus must be non-negative CPU numbers, got {cpus}")
+    return ["taskset", "-c", ",".join(map(str, cpus)), *cmd]
+
+
+def pin_tree(pid: int, cpus: Iterable[int]) -> int:
+    """Move a running process and everything below it onto `cpus`; returns how many processes.
+    The leader goes first, so a child it forks meanwhile inherits the new mask."""
+    cpus = set(cpus)
+    moved = 0
+    for p in [pid, *descendants(pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(p, cpus)
+            moved += 1
+    return moved
+
+
+def off_cpus(pid: int, cpus: Iterable[int]) -> tuple[int, list[int]]:
+    """(processes in the tree of `pid`, those whose CPU mask is not exactly `cpus`): the check
+    that children forked after pinning (new backends, respawned workers) inherited it."""
+    cpus, tree, wrong = set(cpus), [pid, *descendants(pid)], []
+    for p in tree:
+        with contextlib.suppress(ProcessLookupError):
+            if os.sched_getaffinity(p) != cpus:
+                wrong.append(p)
+    return len(tree), wrong
+
+
 def total_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants."""
     return round(sum(_rss_mb(p) for p in [pid, *descendants(pid)]), 1)
@@ -201,21 +235,26 @@ def run_wrk(
     connections: int,
     threads: int = 2,
     timeout: str = "5s",
+    cpus: Iterable[int] | None = None,
 ) -> dict:
-    """Run wrk with a Lua script whose done() prints one line `RESULT {json}`; returns that
-    JSON plus `rps` (responses per second over wrk's own measured duration)."""
+    """Run wrk (on `cpus` when given) with a Lua script whose done() prints one line
+    `RESULT {json}`; returns that JSON plus `rps` (responses per second over wrk's own measured
+    duration)."""
     out = subprocess.run(
-        [
-            "wrk",
-            f"-t{threads}",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--timeout",
-            timeout,
-            "-s",
-            str(script),
-            url,
-        ],
+        pinned(
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--timeout",
+                timeout,
+                "-s",
+                str(script),
+                url,
+            ],
+            cpus,
+        ),
         env={**os.environ, **env},
         capture_output=True,
         text=True,
