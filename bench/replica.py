@@ -21,7 +21,10 @@ rows the replica and the primary returned while the user clicked (where the read
 The running clusters and the ingest gunicorn are moved between placements with
 sched_setaffinity (leader first, so later backends and workers inherit it); the dashboard
 gunicorn and wrk start under taskset. After every split round the bench checks that every
-process of each tree is still on its CPU, and reports it.
+process of each tree is still on its CPU, and reports it. Each phase also reports every CPU's
+busy, idle and stolen seconds, and how much of the busy time was the bench's processes' (the
+trees and wrk) and how much everyone else's (the machine may be shared): over all CPUs, and in
+split per CPU as well.
 
     python bench/replica.py [--topology shared|split|both] [--rounds 3] [--seconds 15]
                             [--connections 8] [--events 300000] [--installs 5000] [--days 30]
@@ -35,6 +38,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -206,6 +210,64 @@ def check_placement(trees: dict[str, tuple[int, set[int]]]) -> dict[str, dict]:
     return out
 
 
+def snapshot(trees: dict[str, tuple[int, set[int]]]) -> dict:
+    """CPU seconds so far: per CPU (busy, idle, steal), per process tree, wrk (our only child
+    process that exits during a round) and this process ("user": the clicking thread, plus the
+    main thread's little work between phases)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "cpu": harness.cpu_times(),
+        "trees": {name: harness.tree_cpu_seconds(pid) for name, (pid, _) in trees.items()},
+        "wrk": ru.ru_utime + ru.ru_stime,
+        "user": me.ru_utime + me.ru_stime,
+    }
+
+
+def cpu_used(
+    before: dict, after: dict, trees: dict[str, tuple[int, set[int]]], per_cpu: bool
+) -> dict:
+    """Seconds each CPU spent busy, idle and stolen during a phase, and how much of the busy
+    time was ours (the trees, wrk, the user) and how much everyone else's: over the whole machine
+    ("all"), and per CPU when the trees are pinned (`per_cpu`: wrk on INGEST_CPU, the user on
+    DASHBOARD_CPU)."""
+    out = {}
+    for cpu, t in after["cpu"].items():
+        out[cpu] = {k: round(v - before["cpu"][cpu][k], 2) for k, v in t.items()}
+    out["all"] = {
+        k: round(sum(out[c][k] for c in after["cpu"]), 2) for k in ("busy", "idle", "steal")
+    }
+    trees_used = {n: after["trees"][n] - before["trees"][n] for n in trees}
+    wrk, user = after["wrk"] - before["wrk"], after["user"] - before["user"]
+    groups = {"all": {**trees_used, "wrk": wrk, "user": user}}
+    if per_cpu:
+        for cpu in after["cpu"]:
+            mine = {n: v for n, v in trees_used.items() if trees[n][1] == {cpu}}
+            if cpu == INGEST_CPU:
+                mine["wrk"] = wrk
+            if cpu == DASHBOARD_CPU:
+                mine["user"] = user
+            if mine:
+                groups[cpu] = mine
+    for key, mine in groups.items():
+        out[key]["ours"] = {n: round(v, 2) for n, v in mine.items()}
+        out[key]["others"] = round(out[key]["busy"] - sum(mine.values()), 2)
+    return out
+
+
+def cpu_line(label: str, cpu: dict) -> str:
+    parts = []
+    for n, u in cpu.items():
+        ours = ", ".join(f"{k} {v:.1f}" for k, v in u.get("ours", {}).items())
+        others = f", others {u['others']:.1f}" if "others" in u else ""
+        name = "all CPUs" if n == "all" else f"CPU {n}"
+        parts.append(
+            f"{name} busy {u['busy']:.1f} idle {u['idle']:.1f} steal {u['steal']:.1f} s"
+            + (f" ({ours}{others})" if ours else "")
+        )
+    return f"    {label}: " + "; ".join(parts)
+
+
 def measure(
     *,
     topology: str,
@@ -225,13 +287,18 @@ def measure(
     port = ports["ingest"]
     page_port = ports["dashboard"] if split else port
     tag = topology[:2]
+    placed_trees = trees[topology]
+    s0 = snapshot(placed_trees)
     alone = ingest_round(port, key, f"{tag}a{n}", args.seconds, args.connections, ingest_cpus)
+    s1 = snapshot(placed_trees)
     clicker = Clicker(session, page_port, args.max_clicks, user_cpus)
     clicker.stop_at = time.monotonic() + args.seconds + 5
     before = {"replica": returned(pair.replica_url), "primary": returned(pair.primary_url)}
     clicker.start()
     time.sleep(0.5)  # the user is on a page before the load starts
+    s2 = snapshot(placed_trees)
     busy = ingest_round(port, key, f"{tag}b{n}", args.seconds, args.connections, ingest_cpus)
+    s3 = snapshot(placed_trees)
     clicker.stop_at = time.monotonic()
     clicker.join(timeout=60)
     after = {"replica": returned(pair.replica_url), "primary": returned(pair.primary_url)}
@@ -243,6 +310,10 @@ def measure(
         "page_ms": clicker.times,
         "errors": clicker.errors,
         "rows_returned": {k: after[k] - before[k] for k in after},
+        "cpu": {
+            "without": cpu_used(s0, s1, placed_trees, per_cpu=split),
+            "with": cpu_used(s2, s3, placed_trees, per_cpu=split),
+        },
     }
     placed = ""
     if split:
@@ -260,6 +331,8 @@ def measure(
         f" primary {result['rows_returned']['primary']:,}{placed}",
         flush=True,
     )
+    for label in ("without", "with"):
+        print(cpu_line(label, result["cpu"][label]), flush=True)
     return result
 
 
@@ -293,6 +366,7 @@ def summarize(rounds: list[dict]) -> dict:
                 "rps_with": round(r["with"]["rps"]),
                 "clicks": r["clicks"],
                 "rows_returned": r["rows_returned"],
+                "cpu_seconds": r["cpu"],
                 **({"placement": r["placement"]} if "placement" in r else {}),
             }
             for r in rounds

@@ -80,3 +80,16 @@ def test_pin_tree_moves_a_process_and_its_children_and_off_cpus_sees_strays(harn
         assert harness.off_cpus(proc.pid, {cpu}) == (2, [child])
     finally:
         harness.stop(proc, timeout=5)
+
+
+def test_parse_cpu_times_reads_busy_idle_and_steal_per_cpu(harness):
+    stat = (
+        "cpu  500 0 300 900 100 10 20 30 0 0\n"
+        "cpu0 200 0 100 400 100 10 20 30 0 0\n"
+        "cpu1 300 0 200 500 0 0 0 0 0 0\n"
+        "intr 12345 0 0\n"
+    )
+    assert harness.parse_cpu_times(stat, ticks=100) == {
+        0: {"busy": 3.3, "idle": 5.0, "steal": 0.3},
+        1: {"busy": 5.0, "idle": 5.0, "steal": 0.0},
+    }
