@@ -3,6 +3,8 @@ process group, readiness waits, stop by PID, worker memory, and wrk runs with a 
 
 Every server is bound to 127.0.0.1 and started with start_new_session=True, so `stop()` can end
 exactly the processes a benchmark started (the leader by its PID, then its group), nothing else.
+CPU placement (`pinned`, `pin_tree`, `off_cpus`) lets one machine model separate hosts, and
+`cpu_times`/`tree_cpu_seconds` tell whose work filled each CPU.
 """
 
 import contextlib
@@ -187,6 +189,86 @@ def worker_rss_mb(proc: subprocess.Popen) -> list[float]:
     return [round(_rss_mb(pid), 1) for pid in descendants(proc.pid)]
 
 
+def pinned(cmd: list[str], cpus: Iterable[int] | None) -> list[str]:
+    """`cmd` run under `taskset -c` on `cpus` (its children inherit the mask); as is without."""
+    if cpus is None:
+        return list(cmd)
+    cpus = sorted(set(cpus))
+    if not cpus or any(c < 0 for c in cpus):
+        raise ValueError(f"cpus must be non-negative CPU numbers, got {cpus}")
+    return ["taskset", "-c", ",".join(map(str, cpus)), *cmd]
+
+
+def _threads(pid: int) -> list[int]:
+    """The thread ids of a process (a mask is per thread; a new thread inherits its creator's)."""
+    try:
+        return [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def pin_tree(pid: int, cpus: Iterable[int]) -> int:
+    """Move a running process, every thread of it and everything below it onto `cpus`; returns
+    how many processes. The leader goes first, so a child it forks meanwhile inherits the mask."""
+    cpus = set(cpus)
+    moved = 0
+    for p in [pid, *descendants(pid)]:
+        threads = _threads(p)
+        for tid in threads:
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(tid, cpus)
+        moved += bool(threads)
+    return moved
+
+
+def off_cpus(pid: int, cpus: Iterable[int]) -> tuple[int, list[int]]:
+    """(processes in the tree of `pid`, those with a thread whose CPU mask is not exactly
+    `cpus`): the check that children forked after pinning (new backends, respawned workers)
+    inherited it."""
+    cpus, tree, wrong = set(cpus), [pid, *descendants(pid)], []
+    for p in tree:
+        for tid in _threads(p):
+            with contextlib.suppress(ProcessLookupError):
+                if os.sched_getaffinity(tid) != cpus:
+                    wrong.append(p)
+                    break
+    return len(tree), wrong
+
+
+def parse_cpu_times(stat: str, ticks: int) -> dict[int, dict[str, float]]:
+    """Per-CPU seconds from /proc/stat's `cpuN` lines: busy (user, nice, system, irq, softirq),
+    idle (idle, iowait) and steal (taken by the hypervisor)."""
+    out = {}
+    for line in stat.splitlines():
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+        out[int(name[3:])] = {
+            "busy": (user + nice + system + irq + softirq) / ticks,
+            "idle": (idle + iowait) / ticks,
+            "steal": steal / ticks,
+        }
+    return out
+
+
+def cpu_times() -> dict[int, dict[str, float]]:
+    return parse_cpu_times(Path("/proc/stat").read_text(), os.sysconf("SC_CLK_TCK"))
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by a process tree: each live process's own time plus what its
+    reaped children used (so a backend that exits between two readings is still counted)."""
+    ticks, total = os.sysconf("SC_CLK_TCK"), 0
+    for p in [pid, *descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / ticks
+
+
 def total_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants."""
     return round(sum(_rss_mb(p) for p in [pid, *descendants(pid)]), 1)
@@ -201,21 +283,26 @@ def run_wrk(
     connections: int,
     threads: int = 2,
     timeout: str = "5s",
+    cpus: Iterable[int] | None = None,
 ) -> dict:
-    """Run wrk with a Lua script whose done() prints one line `RESULT {json}`; returns that
-    JSON plus `rps` (responses per second over wrk's own measured duration)."""
+    """Run wrk (on `cpus` when given) with a Lua script whose done() prints one line
+    `RESULT {json}`; returns that JSON plus `rps` (responses per second over wrk's own measured
+    duration)."""
     out = subprocess.run(
-        [
-            "wrk",
-            f"-t{threads}",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--timeout",
-            timeout,
-            "-s",
-            str(script),
-            url,
-        ],
+        pinned(
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--timeout",
+                timeout,
+                "-s",
+                str(script),
+                url,
+            ],
+            cpus,
+        ),
         env={**os.environ, **env},
         capture_output=True,
         text=True,

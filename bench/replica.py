@@ -10,8 +10,26 @@ bounded by --max-clicks and the round's time. Target (issue 11): the p99 of inge
 dashboard user ≤ 1.2x the p99 without. Also reports each page's median and p90 time and how many
 rows the replica and the primary returned while the user clicked (where the reads went).
 
-    python bench/replica.py [--rounds 3] [--seconds 15] [--connections 8] [--events 300000]
-                            [--installs 5000] [--days 30] [--workers 4] [--max-clicks 2000]
+--topology picks where things run:
+  shared  one gunicorn (--workers) serves ingest and the dashboard user; every process may run
+          on every CPU (one host holding everything).
+  split   two hosts modelled on CPUs 0 and 1: the primary cluster, the ingest gunicorn
+          (--workers) and wrk on CPU 0; the replica cluster, a dashboard gunicorn of its own
+          (--dashboard-workers, same code and env) and the clicking user on CPU 1. Both rounds
+          ("without" and "with") use this placement, so the ratio compares like with like.
+  both    shared and split in turn within each round, on the same pair and data.
+The running clusters and the ingest gunicorn are moved between placements with
+sched_setaffinity (leader first, so later backends and workers inherit it); the dashboard
+gunicorn and wrk start under taskset. After every split round the bench checks that every
+process of each tree is still on its CPU, and reports it. Each phase also reports every CPU's
+busy, idle and stolen seconds, and how much of the busy time was the bench's processes' (the
+trees and wrk) and how much everyone else's (the machine may be shared): over all CPUs, and in
+split per CPU as well.
+
+    python bench/replica.py [--topology shared|split|both] [--rounds 3] [--seconds 15]
+                            [--connections 8] [--events 300000] [--installs 5000] [--days 30]
+                            [--workers 4] [--dashboard-workers 2] [--max-clicks 2000]
+                            [--redis-url redis://127.0.0.1:6379/10] [--json]
 
 Loopback only; every load loop is bounded in count and time; stops only what it started.
 """
@@ -20,6 +38,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -40,7 +59,9 @@ from tests.replica import PgPair, as_postgres, binaries  # noqa: E402
 PORTS = range(18301, 18400)
 SCRIPT = ROOT / "bench" / "ingest.lua"
 SLUG = "bench-replica"
-REDIS = "redis://127.0.0.1:6379/11"
+# Rate-limit counters; db 10 by default (db 11, the earlier default, is another bench's).
+REDIS = "redis://127.0.0.1:6379/10"
+INGEST_CPU, DASHBOARD_CPU = 0, 1  # the two modelled hosts of --topology split
 PAGES = [
     "/dashboard/{slug}/",
     "/dashboard/{slug}/retention/",
@@ -52,11 +73,11 @@ PAGES = [
 ]
 
 
-def env_for(pair: PgPair, data_dir: Path, replica: bool) -> dict:
+def env_for(pair: PgPair, data_dir: Path, replica: bool, redis_url: str = REDIS) -> dict:
     env = dict(os.environ)
     env.update(
         DATABASE_URL=pair.primary_url,
-        REDIS_URL=REDIS,
+        REDIS_URL=redis_url,
         SECRET_KEY="bench-only-secret",
         SECURE_SSL_REDIRECT="0",
         # Plain HTTP on loopback: the login's cookies must come back without TLS.
@@ -119,14 +140,22 @@ def login(port: int, username: str, password: str) -> requests.Session:
 class Clicker(threading.Thread):
     """One dashboard user: every page in turn, back to back, until stopped or max clicks."""
 
-    def __init__(self, session: requests.Session, port: int, max_clicks: int) -> None:
+    def __init__(
+        self,
+        session: requests.Session,
+        port: int,
+        max_clicks: int,
+        cpus: set[int] | None = None,
+    ) -> None:
         super().__init__(daemon=True)
-        self.session, self.port, self.max_clicks = session, port, max_clicks
+        self.session, self.port, self.max_clicks, self.cpus = session, port, max_clicks, cpus
         self.stop_at = time.monotonic() + 3600
         self.times: dict[str, list[float]] = {p: [] for p in PAGES}
         self.errors: list[str] = []
 
     def run(self) -> None:
+        if self.cpus is not None:
+            os.sched_setaffinity(0, self.cpus)  # pid 0: this thread only, not the bench
         clicks = 0
         while time.monotonic() < self.stop_at and clicks < self.max_clicks:
             for page in PAGES:
@@ -142,7 +171,9 @@ class Clicker(threading.Thread):
                 clicks += 1
 
 
-def ingest_round(port: int, key: str, tag: str, seconds: int, connections: int) -> dict:
+def ingest_round(
+    port: int, key: str, tag: str, seconds: int, connections: int, cpus: set[int] | None = None
+) -> dict:
     env = {
         "BENCH_DOOR": "native",
         "BENCH_PATH": "/api/v1/events",
@@ -156,11 +187,196 @@ def ingest_round(port: int, key: str, tag: str, seconds: int, connections: int) 
         env=env,
         seconds=seconds,
         connections=connections,
+        cpus=cpus,
     )
+
+
+def postmaster(pair: PgPair, folder: str) -> int:
+    """The postmaster's PID, first line of its data folder's postmaster.pid."""
+    return int((pair.root / folder / "postmaster.pid").read_text().split()[0])
+
+
+def place(trees: dict[str, tuple[int, set[int]]]) -> dict[str, int]:
+    """Move each named process tree onto its CPUs; returns how many processes each has."""
+    return {name: harness.pin_tree(pid, cpus) for name, (pid, cpus) in trees.items()}
+
+
+def check_placement(trees: dict[str, tuple[int, set[int]]]) -> dict[str, dict]:
+    """Each tree's process count and the PIDs not on its CPUs (backends forked mid-round)."""
+    out = {}
+    for name, (pid, cpus) in trees.items():
+        total, wrong = harness.off_cpus(pid, cpus)
+        out[name] = {"cpus": sorted(cpus), "processes": total, "off": wrong}
+    return out
+
+
+def snapshot(trees: dict[str, tuple[int, set[int]]]) -> dict:
+    """CPU seconds so far: per CPU (busy, idle, steal), per process tree, wrk (our only child
+    process that exits during a round) and this process ("user": the clicking thread, plus the
+    main thread's little work between phases)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "cpu": harness.cpu_times(),
+        "trees": {name: harness.tree_cpu_seconds(pid) for name, (pid, _) in trees.items()},
+        "wrk": ru.ru_utime + ru.ru_stime,
+        "user": me.ru_utime + me.ru_stime,
+    }
+
+
+def cpu_used(
+    before: dict, after: dict, trees: dict[str, tuple[int, set[int]]], per_cpu: bool
+) -> dict:
+    """Seconds each CPU spent busy, idle and stolen during a phase, and how much of the busy
+    time was ours (the trees, wrk, the user) and how much everyone else's: over the whole machine
+    ("all"), and per CPU when the trees are pinned (`per_cpu`: wrk on INGEST_CPU, the user on
+    DASHBOARD_CPU)."""
+    out = {}
+    for cpu, t in after["cpu"].items():
+        out[cpu] = {k: round(v - before["cpu"][cpu][k], 2) for k, v in t.items()}
+    out["all"] = {
+        k: round(sum(out[c][k] for c in after["cpu"]), 2) for k in ("busy", "idle", "steal")
+    }
+    trees_used = {n: after["trees"][n] - before["trees"][n] for n in trees}
+    wrk, user = after["wrk"] - before["wrk"], after["user"] - before["user"]
+    groups = {"all": {**trees_used, "wrk": wrk, "user": user}}
+    if per_cpu:
+        for cpu in after["cpu"]:
+            mine = {n: v for n, v in trees_used.items() if trees[n][1] == {cpu}}
+            if cpu == INGEST_CPU:
+                mine["wrk"] = wrk
+            if cpu == DASHBOARD_CPU:
+                mine["user"] = user
+            if mine:
+                groups[cpu] = mine
+    for key, mine in groups.items():
+        out[key]["ours"] = {n: round(v, 2) for n, v in mine.items()}
+        out[key]["others"] = round(out[key]["busy"] - sum(mine.values()), 2)
+    return out
+
+
+def cpu_line(label: str, cpu: dict) -> str:
+    parts = []
+    for n, u in cpu.items():
+        ours = ", ".join(f"{k} {v:.1f}" for k, v in u.get("ours", {}).items())
+        others = f", others {u['others']:.1f}" if "others" in u else ""
+        name = "all CPUs" if n == "all" else f"CPU {n}"
+        parts.append(
+            f"{name} busy {u['busy']:.1f} idle {u['idle']:.1f} steal {u['steal']:.1f} s"
+            + (f" ({ours}{others})" if ours else "")
+        )
+    return f"    {label}: " + "; ".join(parts)
+
+
+def measure(
+    *,
+    topology: str,
+    n: int,
+    args: argparse.Namespace,
+    key: str,
+    session: requests.Session,
+    pair: PgPair,
+    ports: dict[str, int],
+    trees: dict[str, dict[str, tuple[int, set[int]]]],
+) -> dict:
+    """One round in one topology: ingest alone, then ingest while the user clicks."""
+    place(trees[topology])
+    split = topology == "split"
+    ingest_cpus = {INGEST_CPU} if split else None
+    user_cpus = {DASHBOARD_CPU} if split else None
+    port = ports["ingest"]
+    page_port = ports["dashboard"] if split else port
+    tag = topology[:2]
+    placed_trees = trees[topology]
+    s0 = snapshot(placed_trees)
+    alone = ingest_round(port, key, f"{tag}a{n}", args.seconds, args.connections, ingest_cpus)
+    s1 = snapshot(placed_trees)
+    clicker = Clicker(session, page_port, args.max_clicks, user_cpus)
+    clicker.stop_at = time.monotonic() + args.seconds + 5
+    before = {"replica": returned(pair.replica_url), "primary": returned(pair.primary_url)}
+    clicker.start()
+    time.sleep(0.5)  # the user is on a page before the load starts
+    s2 = snapshot(placed_trees)
+    busy = ingest_round(port, key, f"{tag}b{n}", args.seconds, args.connections, ingest_cpus)
+    s3 = snapshot(placed_trees)
+    clicker.stop_at = time.monotonic()
+    clicker.join(timeout=60)
+    after = {"replica": returned(pair.replica_url), "primary": returned(pair.primary_url)}
+    result = {
+        "topology": topology,
+        "without": alone,
+        "with": busy,
+        "clicks": sum(len(t) for t in clicker.times.values()),
+        "page_ms": clicker.times,
+        "errors": clicker.errors,
+        "rows_returned": {k: after[k] - before[k] for k in after},
+        "cpu": {
+            "without": cpu_used(s0, s1, placed_trees, per_cpu=split),
+            "with": cpu_used(s2, s3, placed_trees, per_cpu=split),
+        },
+    }
+    placed = ""
+    if split:
+        result["placement"] = check_placement(trees[topology])
+        placed = "; placement " + ", ".join(
+            f"{name} {p['processes']} on CPU {p['cpus']}"
+            + (f" ({len(p['off'])} off)" * bool(p["off"]))
+            for name, p in result["placement"].items()
+        )
+    print(
+        f"round {n + 1} {topology}: p99 without {alone['p99_ms']:.1f} ms ({alone['rps']:.0f} rps),"
+        f" with {busy['p99_ms']:.1f} ms ({busy['rps']:.0f} rps),"
+        f" {result['clicks']} page views, rows returned"
+        f" replica {result['rows_returned']['replica']:,}"
+        f" primary {result['rows_returned']['primary']:,}{placed}",
+        flush=True,
+    )
+    for label in ("without", "with"):
+        print(cpu_line(label, result["cpu"][label]), flush=True)
+    return result
+
+
+def summarize(rounds: list[dict]) -> dict:
+    p99_without = statistics.median(r["without"]["p99_ms"] for r in rounds)
+    p99_with = statistics.median(r["with"]["p99_ms"] for r in rounds)
+    pages = {}
+    for page in PAGES:
+        samples = sorted(t for r in rounds for t in r["page_ms"][page])
+        if samples:
+            pages[page] = {
+                "views": len(samples),
+                "median_ms": round(statistics.median(samples), 1),
+                "p90_ms": round(samples[math.ceil(0.9 * len(samples)) - 1], 1),
+            }
+    return {
+        "p99_without_ms": round(p99_without, 1),
+        "p99_with_ms": round(p99_with, 1),
+        "ratio": round(p99_with / p99_without, 2),
+        "rps_without": round(statistics.median(r["without"]["rps"] for r in rounds)),
+        "rps_with": round(statistics.median(r["with"]["rps"] for r in rounds)),
+        "non_2xx": sum(r["without"]["non_2xx"] + r["with"]["non_2xx"] for r in rounds),
+        "page_errors": [e for r in rounds for e in r["errors"]],
+        "pages": pages,
+        "rows_returned": [r["rows_returned"] for r in rounds],
+        "rounds": [
+            {
+                "p99_without_ms": round(r["without"]["p99_ms"], 1),
+                "p99_with_ms": round(r["with"]["p99_ms"], 1),
+                "rps_without": round(r["without"]["rps"]),
+                "rps_with": round(r["with"]["rps"]),
+                "clicks": r["clicks"],
+                "rows_returned": r["rows_returned"],
+                "cpu_seconds": r["cpu"],
+                **({"placement": r["placement"]} if "placement" in r else {}),
+            }
+            for r in rounds
+        ],
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--topology", choices=["shared", "split", "both"], default="shared")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=8)
@@ -168,11 +384,21 @@ def main() -> int:
     parser.add_argument("--installs", type=int, default=5_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--dashboard-workers", type=int, default=2)
     parser.add_argument("--max-clicks", type=int, default=2_000)
+    parser.add_argument("--redis-url", default=REDIS)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not (1 <= args.rounds <= 10 and 1 <= args.seconds <= 120):
         parser.error("--rounds 1..10 and --seconds 1..120")
+    if not (1 <= args.workers <= 16 and 1 <= args.dashboard_workers <= 16):
+        parser.error("--workers and --dashboard-workers 1..16")
+    if not args.redis_url.startswith("redis://127.0.0.1:"):
+        parser.error("--redis-url must be a loopback redis:// URL")
+    topologies = ["shared", "split"] if args.topology == "both" else [args.topology]
+    every_cpu = os.sched_getaffinity(0)
+    if "split" in topologies and not {INGEST_CPU, DASHBOARD_CPU} <= every_cpu:
+        sys.exit(f"--topology split needs CPUs {INGEST_CPU} and {DASHBOARD_CPU}")
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install -y wrk")
     if binaries() is None or as_postgres() is None:
@@ -180,9 +406,10 @@ def main() -> int:
 
     data_dir = Path(tempfile.mkdtemp(prefix="tm-bench-replica-"))
     pair = PgPair().start()
-    server = None
+    servers: list[subprocess.Popen] = []
+    results: dict[str, list[dict]] = {t: [] for t in topologies}
     try:
-        env = env_for(pair, data_dir, replica=True)
+        env = env_for(pair, data_dir, replica=True, redis_url=args.redis_url)
         print(f"pair up: primary :{pair.primary_port}, replica :{pair.replica_port}")
         manage(env, "migrate", "-v0")
         manage(env, "collectstatic", "--noinput", "-v0")
@@ -224,96 +451,86 @@ def main() -> int:
             "bench@example.invalid",
         )
         pair.wait_replayed(timeout=120)
-        port = harness.free_port(PORTS)
-        server = harness.start_server(
-            harness.gunicorn_cmd("config.wsgi:application", port, args.workers),
-            env=env,
-            port=port,
+        ports = {"ingest": harness.free_port(PORTS)}
+        servers.append(
+            harness.start_server(
+                harness.gunicorn_cmd("config.wsgi:application", ports["ingest"], args.workers),
+                env=env,
+                port=ports["ingest"],
+            )
         )
-        session = login(port, "bench-admin", password)
-        for page in PAGES:  # every page once, warm, and proof that each answers
-            r = session.get(f"http://127.0.0.1:{port}{page.format(slug=SLUG)}", timeout=60)
-            if r.status_code != 200:
-                raise SystemExit(f"{page} answered {r.status_code}")
-        ingest_round(port, project["ingest_key"], "warm", 3, args.connections)
+        pids = {
+            "primary": postmaster(pair, "primary"),
+            "replica": postmaster(pair, "replica"),
+            "ingest gunicorn": servers[0].pid,
+        }
+        trees = {"shared": {name: (pid, every_cpu) for name, pid in pids.items()}}
+        if "split" in topologies:
+            ports["dashboard"] = harness.free_port(p for p in PORTS if p != ports["ingest"])
+            cmd = harness.gunicorn_cmd(
+                "config.wsgi:application", ports["dashboard"], args.dashboard_workers
+            )
+            servers.append(
+                harness.start_server(
+                    harness.pinned(cmd, {DASHBOARD_CPU}), env=env, port=ports["dashboard"]
+                )
+            )
+            pids["dashboard gunicorn"] = servers[1].pid
+            trees["shared"]["dashboard gunicorn"] = (servers[1].pid, {DASHBOARD_CPU})
+            trees["split"] = {
+                "primary": (pids["primary"], {INGEST_CPU}),
+                "ingest gunicorn": (pids["ingest gunicorn"], {INGEST_CPU}),
+                "replica": (pids["replica"], {DASHBOARD_CPU}),
+                "dashboard gunicorn": (pids["dashboard gunicorn"], {DASHBOARD_CPU}),
+            }
+        print("processes: " + ", ".join(f"{name} {pid}" for name, pid in pids.items()))
+        session = login(ports["ingest"], "bench-admin", password)
+        for port in ports.values():  # every page once on each server, warm, and each answers
+            for page in PAGES:
+                r = session.get(f"http://127.0.0.1:{port}{page.format(slug=SLUG)}", timeout=60)
+                if r.status_code != 200:
+                    raise SystemExit(f"{page} answered {r.status_code} on :{port}")
+        ingest_round(ports["ingest"], project["ingest_key"], "warm", 3, args.connections)
 
-        rounds = []
         for n in range(args.rounds):
-            alone = ingest_round(
-                port, project["ingest_key"], f"a{n}", args.seconds, args.connections
-            )
-            clicker = Clicker(session, port, args.max_clicks)
-            clicker.stop_at = time.monotonic() + args.seconds + 5
-            before = {"replica": returned(pair.replica_url), "primary": returned(pair.primary_url)}
-            clicker.start()
-            time.sleep(0.5)  # the user is on a page before the load starts
-            busy = ingest_round(
-                port, project["ingest_key"], f"b{n}", args.seconds, args.connections
-            )
-            clicker.stop_at = time.monotonic()
-            clicker.join(timeout=60)
-            after = {"replica": returned(pair.replica_url), "primary": returned(pair.primary_url)}
-            rounds.append(
-                {
-                    "without": alone,
-                    "with": busy,
-                    "clicks": sum(len(t) for t in clicker.times.values()),
-                    "page_ms": clicker.times,
-                    "errors": clicker.errors,
-                    "rows_returned": {k: after[k] - before[k] for k in after},
-                }
-            )
-            print(
-                f"round {n + 1}: p99 without {alone['p99_ms']:.1f} ms ({alone['rps']:.0f} rps),"
-                f" with {busy['p99_ms']:.1f} ms ({busy['rps']:.0f} rps),"
-                f" {rounds[-1]['clicks']} page views, rows returned"
-                f" replica {rounds[-1]['rows_returned']['replica']:,}"
-                f" primary {rounds[-1]['rows_returned']['primary']:,}"
-            )
+            # Alternate which topology goes first, so a drift of the machine's load over the
+            # run does not always favour the same one.
+            order = topologies if n % 2 == 0 else topologies[::-1]
+            for topology in order:
+                results[topology].append(
+                    measure(
+                        topology=topology,
+                        n=n,
+                        args=args,
+                        key=project["ingest_key"],
+                        session=session,
+                        pair=pair,
+                        ports=ports,
+                        trees=trees,
+                    )
+                )
     finally:
-        if server is not None:
+        for server in reversed(servers):
             harness.stop(server)
         pair.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
 
-    p99_without = statistics.median(r["without"]["p99_ms"] for r in rounds)
-    p99_with = statistics.median(r["with"]["p99_ms"] for r in rounds)
-    pages = {}
-    for page in PAGES:
-        samples = sorted(t for r in rounds for t in r["page_ms"][page])
-        if samples:
-            pages[page] = {
-                "views": len(samples),
-                "median_ms": round(statistics.median(samples), 1),
-                "p90_ms": round(samples[math.ceil(0.9 * len(samples)) - 1], 1),
-            }
-    summary = {
-        "p99_without_ms": round(p99_without, 1),
-        "p99_with_ms": round(p99_with, 1),
-        "ratio": round(p99_with / p99_without, 2),
-        "rps_without": round(statistics.median(r["without"]["rps"] for r in rounds)),
-        "rps_with": round(statistics.median(r["with"]["rps"] for r in rounds)),
-        "non_2xx": sum(r["without"]["non_2xx"] + r["with"]["non_2xx"] for r in rounds),
-        "page_errors": [e for r in rounds for e in r["errors"]],
-        "pages": pages,
-        "rows_returned": [r["rows_returned"] for r in rounds],
-    }
+    summary = {t: summarize(rounds) for t, rounds in results.items() if rounds}
     if args.json:
         print(json.dumps(summary, indent=2))
-    else:
+        return 0
+    for topology, s in summary.items():
         print(
-            f"\ningest p99 without the dashboard user {p99_without:.1f} ms, with"
-            f" {p99_with:.1f} ms: {summary['ratio']}x (target ≤ 1.2x)"
+            f"\n{topology}: ingest p99 without the dashboard user {s['p99_without_ms']:.1f} ms,"
+            f" with {s['p99_with_ms']:.1f} ms: {s['ratio']}x (target ≤ 1.2x);"
+            f" rps {s['rps_without']} / {s['rps_with']}"
         )
-        for page, s in pages.items():
+        for page, p in s["pages"].items():
             print(
-                f"  {page:<60} {s['views']:4d} views  median {s['median_ms']:7.1f}"
-                f" ms  p90 {s['p90_ms']:7.1f} ms"
+                f"  {page:<60} {p['views']:4d} views  median {p['median_ms']:7.1f}"
+                f" ms  p90 {p['p90_ms']:7.1f} ms"
             )
-        print(
-            f"  non-2xx ingest answers: {summary['non_2xx']}; page errors: "
-            f"{len(summary['page_errors'])}"
-        )
+        print(f"  non-2xx ingest answers: {s['non_2xx']}; page errors: {len(s['page_errors'])}")
     return 0
 
 
