@@ -442,6 +442,40 @@ class ClosedPeriod(models.Model):
         return f"{self.period}{self.start}: {self.active_installs} active"
 
 
+class ErrorDay(models.Model):
+    """One error group on one closed UTC day of a project: its events, first and last seen and
+    the installs it reached, counted from the raw error-like events by
+    telemetry.services.error_days so the errors page reads O(days x groups) rows for closed days
+    and scans raw events only for today (and any stale day). A closed day with no error-like
+    event holds one row with an empty `key`, so it is known to be counted.
+
+    `day_events` says what the row was counted from: the day's events in DailyCount. A late event
+    moves it and readers count that day until the next refresh; a purge drops the rows with the
+    day's events, and deleting an install drops the rows of the days it had events on, so no
+    install id outlives its events here."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    key = models.CharField(max_length=12, blank=True, help_text="The group's fingerprint.")
+    kind = models.TextField(blank=True)
+    message = models.TextField(blank=True)
+    stack_line = models.TextField(blank=True)
+    events = models.PositiveIntegerField(default=0)
+    first_seen = models.DateTimeField(null=True)
+    last_seen = models.DateTimeField(null=True)
+    installs = models.JSONField(default=list, help_text="Distinct install ids of the group's day.")
+    day_events = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "error days"
+        constraints = [
+            models.UniqueConstraint(fields=["project", "day", "key"], name="errorday_unique_group")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.kind}: {self.events}"
+
+
 class RollupState(models.Model):
     """When a derived rollup of a project was last rebuilt, and from what: the fingerprint of
     the rollups it was computed from, so readers can tell whether it is still exact."""

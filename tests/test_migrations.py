@@ -209,3 +209,54 @@ def test_the_closed_period_rollup_arrives_and_leaves_without_losing_anything(cli
         executor = MigrationExecutor(connection)
         executor.loader.build_graph()
         executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+ERRORS_BEFORE = PERIODS_AFTER
+ERRORS_AFTER = [("telemetry", "0012_error_days")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_error_day_rollup_arrives_and_leaves_without_losing_anything():
+    from django.utils import timezone
+
+    from telemetry.analytics.errors import error_groups
+    from telemetry.models import Project
+    from telemetry.services.demo import seed_demo
+    from telemetry.services.error_days import refresh_error_days
+    from tests.analytics.data import brute_error_groups
+    from tests.factories import make_project
+
+    now = timezone.now()
+    project = make_project().project
+    seed_demo(project=project, installs=40, events=3000, days=20, seed=46, now=now)
+    end = now.date()
+    start = end - dt.timedelta(days=19)
+
+    def groups(p):
+        found, _ = error_groups(project=p, start=start, end=end, now=now)
+        return {g.fingerprint: (g.count, g.installs, g.first_seen, g.last_seen) for g in found}
+
+    expected = {
+        k: (g["count"], g["installs"], g["first"], g["last"])
+        for k, g in brute_error_groups(project, start, end).items()
+    }
+    assert expected
+    tables = ["telemetry_event", "telemetry_install", "telemetry_dailycount"]
+    migrate(ERRORS_BEFORE)
+    try:
+        before = {t: table_rows(t) for t in tables}
+        assert all(before.values())
+        assert "telemetry_errorday" not in connection.introspection.table_names()
+        migrate(ERRORS_AFTER)
+        assert {t: table_rows(t) for t in tables} == before
+        project = Project.objects.get(pk=project.pk)
+        assert groups(project) == expected  # an empty rollup: every event grouped
+        assert refresh_error_days(project=project, now=now).days >= 10
+        assert groups(project) == expected
+        migrate(ERRORS_BEFORE)  # reversible: only the derived table goes
+        assert "telemetry_errorday" not in connection.introspection.table_names()
+        assert {t: table_rows(t) for t in tables} == before
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())

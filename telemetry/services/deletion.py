@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from telemetry.ingest import pipeline
 from telemetry.models import DailyActivity, Event, Install, PeriodActivity, Project
 from telemetry.services.cohorts import invalidate as invalidate_cohorts
+from telemetry.services.error_days import error_days_of_install, forget_days
 from telemetry.services.rolling import forget_install
 
 BATCH_SIZE = 5_000
@@ -52,6 +53,7 @@ def delete_install(*, project: Project, install_id: str) -> Deleted:
     # Fold what is queued, so no queued row brings the install's activity back afterwards.
     pipeline.fold_rollups()
     deleted = Deleted(install_id=install_id)
+    error_days = error_days_of_install(project=project, install_id=install_id)
     deleted.counts["events"] = _delete_events(project, install_id)
     with transaction.atomic():
         deleted.counts["daily_activity"], _ = DailyActivity.objects.filter(
@@ -66,4 +68,6 @@ def delete_install(*, project: Project, install_id: str) -> Deleted:
         # The retention cells counted this install; they are recounted on the next refresh.
         invalidate_cohorts(project=project)
         forget_install(project=project, install_id=install_id)
+        # Error groups of its days name it among their installs: recounted without it.
+        forget_days(project=project, days=error_days)
     return deleted

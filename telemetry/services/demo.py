@@ -21,6 +21,7 @@ from telemetry.models import (
     ClosedPeriod,
     DailyActivity,
     DailyCount,
+    ErrorDay,
     Event,
     Install,
     OsActivity,
@@ -30,6 +31,7 @@ from telemetry.models import (
 )
 from telemetry.services import partitions
 from telemetry.services.cohorts import refresh_cohorts
+from telemetry.services.error_days import refresh_error_days
 from telemetry.services.maintenance import ANALYTICS_TABLES, analyze
 from telemetry.services.rolling import refresh_rolling
 
@@ -155,7 +157,7 @@ def seed_demo(
         if any(m.objects.filter(project=project).exists() for m in tables):
             if not replace:
                 raise ValueError(f"project {project.slug!r} has data already; use --replace")
-            for model in (*tables, RollingActivity, OsActivity, ClosedPeriod):
+            for model in (*tables, RollingActivity, OsActivity, ClosedPeriod, ErrorDay):
                 model.objects.filter(project=project).delete()
         with connection.cursor() as cursor:
             writer = Writer(cursor)
@@ -252,7 +254,15 @@ def seed_demo(
     analyze(ANALYTICS_TABLES, vacuum=True)
     refresh_cohorts(project=project, now=now)
     refresh_rolling(project=project, now=now)
-    analyze(["telemetry_rollingactivity", "telemetry_osactivity", "telemetry_closedperiod"])
+    refresh_error_days(project=project, now=now)
+    analyze(
+        [
+            "telemetry_rollingactivity",
+            "telemetry_osactivity",
+            "telemetry_closedperiod",
+            "telemetry_errorday",
+        ]
+    )
     return Seeded(installs=installs, events=total, activity_rows=rows_activity, days=days)
 
 

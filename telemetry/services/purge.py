@@ -22,6 +22,7 @@ from telemetry.models import (
     Batch,
     ClosedPeriod,
     DailyActivity,
+    ErrorDay,
     Event,
     Install,
     OsActivity,
@@ -281,6 +282,7 @@ def _purge(
             (RollingActivity, "day"),
             (OsActivity, "last_day"),
             (ClosedPeriod, "start"),
+            (ErrorDay, "day"),  # with the events they name installs from
         ):
             gone, _ = model.objects.filter(project=p, **{f"{column}__lt": keep_from[p.pk]}).delete()
             if gone:

@@ -39,7 +39,7 @@ def refresh_rolling(*, project: Project, now: dt.datetime) -> RolledUp:
     return RolledUp(project=project.slug, days=days, periods=refresh_periods(project, now))
 
 
-def _snapshot() -> None:
+def snapshot() -> None:
     """One snapshot for a refresh's fingerprints and counts (PostgreSQL, outermost transaction
     only): a row never claims events its counts did not see."""
     if connection.vendor == "postgresql":
@@ -54,7 +54,7 @@ def _refresh_days(project: Project, now: dt.datetime) -> int:
     outermost = not connection.in_atomic_block
     with transaction.atomic():
         if outermost:
-            _snapshot()
+            snapshot()
         old = RollingActivity.objects.filter(project=project)
         if first is not None:
             old = old.exclude(day__gte=first, day__lte=yesterday)
@@ -123,7 +123,7 @@ def refresh_periods(project: Project, now: dt.datetime) -> int:
     outermost = not connection.in_atomic_block
     with transaction.atomic():
         if outermost:
-            _snapshot()
+            snapshot()
         oldest = active.raw_boundary(project=project)
         rows = ClosedPeriod.objects.filter(project=project)
         if oldest is None or oldest > yesterday:

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from telemetry.ingest import pipeline
 from telemetry.models import TaskRun
-from telemetry.services import aggregates, cohorts, partitions, purge, rolling, salts
+from telemetry.services import aggregates, cohorts, error_days, partitions, purge, rolling, salts
 from telemetry.services.locks import LockBusy
 
 # Rollups are caught up within a minute of an event's commit (CONTRACTS A1): a fold every 10 s
@@ -79,12 +79,16 @@ def _fold_rollups(now: dt.datetime) -> JobResult:
 def _refresh_cohorts(now: dt.datetime) -> JobResult:
     done = cohorts.refresh_stale(now=now)
     days = rolling.refresh_stale(now=now)
+    errored = error_days.refresh_stale(now=now)
     details = {r.project: r.cells for r in done}
     if any(r.days for r in days):
         details["rolling_days"] = {r.project: r.days for r in days if r.days}
     if any(r.periods for r in days):
         details["closed_periods"] = {r.project: r.periods for r in days if r.periods}
+    if errored:
+        details["error_days"] = {r.project: r.days for r in errored}
     rows = sum(r.cells for r in done) + sum(r.days + r.periods for r in days)
+    rows += sum(r.days for r in errored)
     return JobResult(rows, details)
 
 
@@ -149,8 +153,8 @@ JOBS = {
             "telemetry.tasks.refresh_cohorts",
             _refresh_cohorts,
             {"minute": "*", "hour": "*"},
-            "Recount the retention grid's cells and the overview's closed days and periods of"
-            " projects with new events since the last run.",
+            "Recount the retention grid's cells, the overview's closed days and periods and the"
+            " errors page's closed days of projects with new events since the last run.",
         ),
     ]
 }

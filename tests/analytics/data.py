@@ -2,12 +2,14 @@
 events it stored: the yardstick every rollup-based selector is held to."""
 
 import datetime as dt
+import hashlib
 import json
 import random
 from collections import defaultdict
 
 from django.utils import timezone
 
+from telemetry.analytics.errors import BAOFENG_ERRORS, LEVELS, fingerprint_parts
 from telemetry.models import Event
 from tests.factories import fold, make_project
 
@@ -110,3 +112,31 @@ class Brute:
             if lo <= day <= hi:
                 active |= installs
         return len(members & active)
+
+
+def brute_error_groups(project, start, end):
+    """The fingerprint grouping done the slow way: every event read and grouped in Python."""
+    groups = {}
+    events = Event.objects.filter(
+        project=project,
+        timestamp__gte=dt.datetime.combine(start, dt.time.min, dt.UTC),
+        timestamp__lt=dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, dt.UTC),
+    ).order_by("-timestamp")
+    for e in events:
+        props = e.properties if isinstance(e.properties, dict) else {}
+        error_like = (
+            e.name.startswith("error")
+            or e.name in BAOFENG_ERRORS
+            or props.get("event_type") in BAOFENG_ERRORS
+            or props.get("level") in LEVELS
+        )
+        if not error_like:
+            continue
+        kind, message, line = fingerprint_parts(e.name, props)
+        key = hashlib.sha256(f"{kind}\0{message}\0{line}".encode()).hexdigest()[:12]
+        g = groups.setdefault(key, {"count": 0, "installs": set(), "last": e.timestamp})
+        g["count"] += 1
+        g["first"] = e.timestamp
+        if e.install_id:
+            g["installs"].add(e.install_id)
+    return groups

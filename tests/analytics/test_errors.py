@@ -2,56 +2,21 @@
 and grouping in SQL gives what grouping every event in Python gives."""
 
 import datetime as dt
-import hashlib
 from importlib import import_module
 
 from django.utils import timezone
 
-from telemetry.analytics.errors import (
-    BAOFENG_ERRORS,
-    LEVELS,
-    error_groups,
-    error_sql,
-    fingerprint_parts,
-)
+from telemetry.analytics.errors import error_groups, error_sql
 from telemetry.ingest.pipeline import ingest
 from telemetry.ingest.schema import IncomingEvent
-from telemetry.models import Event
 from telemetry.services.demo import seed_demo
+from tests.analytics.data import brute_error_groups
 from tests.factories import ingest_at, make_project
 
 
 def test_the_errors_query_uses_the_partial_index_predicate_verbatim():
     migration = import_module("telemetry.migrations.0007_cohort_activity")
     assert error_sql("postgresql") == migration.ERROR_SQL
-
-
-def _brute_groups(project, start, end):
-    """The fingerprint grouping done the slow way: every event read and grouped in Python."""
-    groups = {}
-    events = Event.objects.filter(
-        project=project,
-        timestamp__gte=dt.datetime.combine(start, dt.time.min, dt.UTC),
-        timestamp__lt=dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, dt.UTC),
-    ).order_by("-timestamp")
-    for e in events:
-        props = e.properties if isinstance(e.properties, dict) else {}
-        error_like = (
-            e.name.startswith("error")
-            or e.name in BAOFENG_ERRORS
-            or props.get("event_type") in BAOFENG_ERRORS
-            or props.get("level") in LEVELS
-        )
-        if not error_like:
-            continue
-        kind, message, line = fingerprint_parts(e.name, props)
-        key = hashlib.sha256(f"{kind}\0{message}\0{line}".encode()).hexdigest()[:12]
-        g = groups.setdefault(key, {"count": 0, "installs": set(), "last": e.timestamp})
-        g["count"] += 1
-        g["first"] = e.timestamp
-        if e.install_id:
-            g["installs"].add(e.install_id)
-    return groups
 
 
 def test_groups_equal_a_python_grouping_of_every_event(db):
@@ -74,7 +39,7 @@ def test_groups_equal_a_python_grouping_of_every_event(db):
     ingest_at(project, now, "inst_plain_1")
     start, end = now.date() - dt.timedelta(days=19), now.date()
     groups, truncated = error_groups(project=project, start=start, end=end)
-    expected = _brute_groups(project, start, end)
+    expected = brute_error_groups(project, start, end)
     assert not truncated
     assert {g.fingerprint: g.count for g in groups} == {k: v["count"] for k, v in expected.items()}
     for g in groups:

@@ -429,8 +429,11 @@ def test_after_a_purge_the_weekly_series_counts_only_the_purged_weeks_and_the_op
         if "telemetry_periodactivity" in q["sql"]
     ]
     assert spans
+    oldest = active.raw_boundary(project=p.project)
     for lo, hi in spans:
         assert not [w for w in served if lo <= w <= hi], (lo, hi)
+        # Weeks over before the oldest activity day have no activity rows left to count.
+        assert period_end(lo, "week") >= oldest, (lo, oldest)
     assert_series_are_brute_force(
         p.project, now.date() - dt.timedelta(days=29), now.date(), purged=True
     )
