@@ -200,11 +200,16 @@ def stage_imported(
     return "".join(lines).encode()
 
 
-def store_staged(staged: bytes, *, days: set[dt.date]) -> list[str | None]:
+def store_staged(
+    staged: bytes, *, days: set[dt.date], fresh: "FreshDays | None" = None
+) -> list[str | None]:
     """Store rows encoded by `stage_imported` in one transaction (PostgreSQL; a savepoint in the
     caller's): COPY them into a temporary table, then run the ingest statement with that table
     as its source, so each stored event is queued for the rollups exactly once. Returns the ids
     (None: id-less) of the rows stored; a row whose key is stored already is not.
+
+    With `fresh`, the rows of the days it holds are moved to its hold instead (stored later, by
+    `FreshDays.attach`) and are not in the answer.
 
     The caller drops repeats of a key within `staged` first (the import does, as before): the
     look-up of a `dedupe_any_time` row does not see rows of its own statement. `days` are the
@@ -216,6 +221,8 @@ def store_staged(staged: bytes, *, days: set[dt.date]) -> list[str | None]:
         with connection.wrap_database_errors, cursor.copy(f"COPY {_STAGE} FROM STDIN") as copy:
             for start in range(0, len(staged), _COPY_CHUNK):
                 copy.write(staged[start : start + _COPY_CHUNK])
+        if fresh is not None:
+            fresh.hold(cursor, days)
         try:
             return _run_store(_STORE_STAGED_SQL, None)
         except IntegrityError as exc:
@@ -223,6 +230,151 @@ def store_staged(staged: bytes, *, days: set[dt.date]) -> list[str | None]:
                 raise
         partitions.ensure(days)
         return _run_store(_STORE_STAGED_SQL, None)
+
+
+class FreshDays:
+    """An import's rows for UTC days that have no event partition yet (PostgreSQL).
+
+    Inserting row by row into a partition costs PostgreSQL seven index insertions and a
+    deferred foreign-key trigger per row. A day with no partition has no stored event, so its
+    rows are held in a temporary table of this session instead, and at the end each day is
+    written in one transaction: a new plain table (its bounds CHECKed, so ATTACH need not scan
+    it) filled in one INSERT, then attached, which builds each index in one sorted pass and
+    checks the project key once for the whole table; its rows' rollups are queued in the same
+    transaction, so they are folded exactly once. Holding a day is decided per batch: a day
+    with a partition (live events made it) is stored as before, and a day whose partition
+    appears while it is held (a live event for that day) is stored through the ingest
+    statement at the end, with its dedupe and its locks, as any batch.
+    """
+
+    def __init__(self) -> None:
+        self.held: dict[dt.date, int] = {}  # day → rows held (committed batches only)
+        self.moving: dict[dt.date, int] = {}  # held by the batch in progress
+
+    def settle(self, *, committed: bool) -> int:
+        """After the batch's transaction: count what it held, if it committed; returns that."""
+        moved, self.moving = self.moving, {}
+        if not committed:
+            return 0
+        for day, n in moved.items():
+            self.held[day] = self.held.get(day, 0) + n
+        return sum(moved.values())
+
+    def pick(self, days: set[dt.date]) -> set[dt.date]:
+        """Of a batch's days, those to hold: held already, or without an event partition."""
+        if not days or not partitions.partitioned():
+            return set()
+        have = partitions.existing()
+        return {d for d in days if d in self.held or d not in have}
+
+    def hold(self, cursor, days: set[dt.date]) -> None:
+        """In the batch's transaction, after its COPY: move the staged rows of the picked days
+        into their hold tables (rows looked up by id on every day stay staged)."""
+        picked = self.pick(days)
+        moved = self.moving
+        for day in sorted(picked):
+            low, high = _day_bounds(day)
+            cursor.execute(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {_hold_table(day)}"
+                f" (seq bigint GENERATED ALWAYS AS IDENTITY, {_ROW_TYPES})"
+            )
+            cursor.execute(
+                f"WITH moved AS (DELETE FROM {_STAGE} WHERE c4 >= %s AND c4 < %s AND NOT c11"
+                f" RETURNING *) INSERT INTO {_hold_table(day)} ({_STAGE_COLUMNS})"
+                f" SELECT {_STAGE_COLUMNS} FROM moved",
+                [low, high],
+            )
+            if cursor.rowcount:
+                moved[day] = moved.get(day, 0) + cursor.rowcount
+
+    def attach(self) -> tuple[int, int, set[dt.date]]:
+        """Store every held day, one transaction each; returns (rows stored, rows that were
+        copies, days written). A day is forgotten once stored."""
+        stored = copies = 0
+        days = set()
+        if not self.held:
+            return 0, 0, days
+        # The rollups' daily-activity partitions: DDL outside the days' transactions.
+        partitions.ensure(set(self.held), parents=[partitions.ACTIVITY])
+        for day in sorted(self.held):
+            n = attach_fresh(day)
+            stored += n
+            copies += self.held.pop(day) - n
+            days.add(day)
+        return stored, copies, days
+
+
+def attach_fresh(day: dt.date) -> int:
+    """Store one held day (see FreshDays); returns how many rows were stored."""
+    if day not in partitions.existing():
+        try:
+            return _attach_day(day)
+        except DatabaseError:
+            # A live event made the partition meanwhile, or the parent's lock was busy.
+            if day not in partitions.existing():
+                partitions.ensure({day})
+    return _insert_held(day)
+
+
+def _attach_day(day: dt.date) -> int:
+    name = partitions.partition_name(day)
+    low, high = _day_bounds(day)
+    check = f"{name}_import_bounds"
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL lock_timeout = '{partitions.LOCK_TIMEOUT}'")
+        # Not visible to other sessions before the commit, when it is a partition already.
+        cursor.execute(f"CREATE TABLE {name} (LIKE {partitions.PARENT} INCLUDING DEFAULTS)")
+        cursor.execute(
+            f"ALTER TABLE {name} ADD CONSTRAINT {check}"
+            f' CHECK ("timestamp" >= %s AND "timestamp" < %s)',
+            [low, high],
+        )
+        cursor.execute(
+            f"INSERT INTO {name} ({_EVENT_COLUMNS}) SELECT {_HELD_EVENT_COLUMNS}"
+            f" FROM {_held_first_copies(day)} ORDER BY c4"
+        )
+        n = cursor.rowcount
+        cursor.execute(
+            f"ALTER TABLE {partitions.PARENT} ATTACH PARTITION {name} FOR VALUES FROM (%s) TO (%s)",
+            [low, high],
+        )
+        cursor.execute(f"ALTER TABLE {name} DROP CONSTRAINT {check}")
+        cursor.execute(
+            f"INSERT INTO {ROLLUP_QUEUE} ({_QUEUE_COLUMNS}) SELECT {_QUEUE_COLUMNS} FROM {name}"
+        )
+        cursor.execute(f"DROP TABLE {_hold_table(day)}")
+    return n
+
+
+def _insert_held(day: dt.date) -> int:
+    """A held day whose partition exists: the ingest statement, from the held rows."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_STAGE_CREATE)
+        cursor.execute(f"TRUNCATE {_STAGE}")
+        cursor.execute(
+            f"INSERT INTO {_STAGE} ({_STAGE_COLUMNS}) SELECT {_STAGE_COLUMNS}"
+            f" FROM {_held_first_copies(day)}"
+        )
+        n = len(_run_store(_STORE_STAGED_SQL, None))
+        cursor.execute(f"DROP TABLE {_hold_table(day)}")
+    return n
+
+
+def _held_first_copies(day: dt.date) -> str:
+    """The held rows of `day`, a key's later copies (from later batches) left out."""
+    return (
+        f"(SELECT *, row_number() OVER (PARTITION BY c1, c4 ORDER BY seq) AS copy"
+        f" FROM {_hold_table(day)}) h WHERE c1 IS NULL OR copy = 1"
+    )
+
+
+def _hold_table(day: dt.date) -> str:
+    return f"telemetry_import_hold_{day:%Y%m%d}"
+
+
+def _day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
+    return start, start + dt.timedelta(days=1)
 
 
 _COPY_CHUNK = 1 << 20
@@ -411,6 +563,8 @@ _STAGE = "telemetry_import_stage"
 _STAGE_CREATE = (
     f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} ({_ROW_TYPES}) ON COMMIT DELETE ROWS"
 )
+_STAGE_COLUMNS = ", ".join(f"c{i}" for i in range(12))
+_HELD_EVENT_COLUMNS = ", ".join(f"c{i}" for i in range(11))
 
 # Every rollup from the rows of `d` (the queue's rows with their UTC day). Rollup rows are
 # written in key order, so concurrent statements lock shared rows in one order and cannot
