@@ -240,11 +240,12 @@ class FreshDays:
     rows are held in a temporary table of this session instead, and at the end each day is
     written in one transaction: a new plain table (its bounds CHECKed, so ATTACH need not scan
     it) filled in one INSERT, then attached, which builds each index in one sorted pass and
-    checks the project key once for the whole table; its rows' rollups are queued in the same
-    transaction, so they are folded exactly once. Holding a day is decided per batch: a day
-    with a partition (live events made it) is stored as before, and a day whose partition
-    appears while it is held (a live event for that day) is stored through the ingest
-    statement at the end, with its dedupe and its locks, as any batch.
+    checks the project key once for the whole table; the same transaction folds the day's
+    rollups from that table (a missing daily-activity partition is made the same way), so they
+    move exactly once with the events, without the queue. Holding a day is decided per batch:
+    a day with a partition (live events made it) is stored as before, and a day whose
+    partition appears while it is held (a live event for that day) is stored through the
+    ingest statement at the end, with its dedupe and its locks, as any batch.
     """
 
     def __init__(self) -> None:
@@ -292,10 +293,6 @@ class FreshDays:
         copies, days written). A day is forgotten once stored."""
         stored = copies = 0
         days = set()
-        if not self.held:
-            return 0, 0, days
-        # The rollups' daily-activity partitions: DDL outside the days' transactions.
-        partitions.ensure(set(self.held), parents=[partitions.ACTIVITY])
         for day in sorted(self.held):
             n = attach_fresh(day)
             stored += n
@@ -319,31 +316,61 @@ def attach_fresh(day: dt.date) -> int:
 def _attach_day(day: dt.date) -> int:
     name = partitions.partition_name(day)
     low, high = _day_bounds(day)
-    check = f"{name}_import_bounds"
+    # The day's activity partition too, when it is missing (filled by the rollups below).
+    activity = partitions.partition_name(day, partitions.ACTIVITY)
+    new_activity = day not in partitions.existing(parent=partitions.ACTIVITY)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL lock_timeout = '{partitions.LOCK_TIMEOUT}'")
         # Not visible to other sessions before the commit, when it is a partition already.
-        cursor.execute(f"CREATE TABLE {name} (LIKE {partitions.PARENT} INCLUDING DEFAULTS)")
-        cursor.execute(
-            f"ALTER TABLE {name} ADD CONSTRAINT {check}"
-            f' CHECK ("timestamp" >= %s AND "timestamp" < %s)',
-            [low, high],
-        )
+        _create_bounded(cursor, name, partitions.PARENT, "timestamp", low, high)
         cursor.execute(
             f"INSERT INTO {name} ({_EVENT_COLUMNS}) SELECT {_HELD_EVENT_COLUMNS}"
             f" FROM {_held_first_copies(day)} ORDER BY c4"
         )
         n = cursor.rowcount
+        _attach(cursor, name, partitions.PARENT, low, high)
+        if new_activity:
+            _create_bounded(cursor, activity, partitions.ACTIVITY, "day", day, day + _ONE_DAY)
+        # The day's rollups, in the transaction that stores its events (so exactly once), read
+        # from the new partition instead of the queue: no queue row to write, read and delete.
         cursor.execute(
-            f"ALTER TABLE {partitions.PARENT} ATTACH PARTITION {name} FOR VALUES FROM (%s) TO (%s)",
-            [low, high],
+            "WITH d AS (SELECT project_id, install_id, name, timestamp, app_version, os,"
+            f" %s::date AS day FROM {name}), "
+            + _ROLLUPS_POSTGRES.format(
+                install_conflict=_INSTALL_CONFLICT,
+                activity_table=activity if new_activity else partitions.ACTIVITY,
+                activity_conflict="" if new_activity else _ACTIVITY_CONFLICT,
+                count_conflict=_COUNT_CONFLICT,
+            )
+            + " SELECT 1",
+            [day],
         )
-        cursor.execute(f"ALTER TABLE {name} DROP CONSTRAINT {check}")
-        cursor.execute(
-            f"INSERT INTO {ROLLUP_QUEUE} ({_QUEUE_COLUMNS}) SELECT {_QUEUE_COLUMNS} FROM {name}"
-        )
+        if new_activity:
+            _attach(cursor, activity, partitions.ACTIVITY, day, day + _ONE_DAY)
         cursor.execute(f"DROP TABLE {_hold_table(day)}")
     return n
+
+
+_ONE_DAY = dt.timedelta(days=1)
+
+
+def _create_bounded(cursor, name: str, parent: str, key: str, low, high) -> None:
+    """A plain table shaped as `parent`, CHECKed to one partition's bounds before any row is in
+    it, so that ATTACH PARTITION need not scan it."""
+    cursor.execute(f"CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS)")
+    cursor.execute(
+        f'ALTER TABLE {name} ADD CONSTRAINT {name}_bounds CHECK ("{key}" >= %s AND "{key}" < %s)',
+        [low, high],
+    )
+
+
+def _attach(cursor, name: str, parent: str, low, high) -> None:
+    """Attach a table made by _create_bounded: PostgreSQL builds the parent's indexes on it (one
+    sorted pass each) and checks its foreign keys in one query; then its CHECK goes."""
+    cursor.execute(
+        f"ALTER TABLE {parent} ATTACH PARTITION {name} FOR VALUES FROM (%s) TO (%s)", [low, high]
+    )
+    cursor.execute(f"ALTER TABLE {name} DROP CONSTRAINT {name}_bounds")
 
 
 def _insert_held(day: dt.date) -> int:
@@ -584,7 +611,7 @@ inst AS (
     FROM d WHERE install_id <> '' GROUP BY project_id, install_id ORDER BY project_id, install_id
     {{install_conflict}}
 ), act AS (
-    INSERT INTO telemetry_dailyactivity (project_id, install_id, day, events, app_version, os)
+    INSERT INTO {{activity_table}} (project_id, install_id, day, events, app_version, os)
     SELECT project_id, install_id, day, count(*),
         coalesce((array_agg(app_version ORDER BY timestamp DESC)
             FILTER (WHERE app_version <> ''))[1], ''),
@@ -814,6 +841,7 @@ _STORE_STAGED_SQL = _STORE_POSTGRES.format(source=f"{_STAGE} AS x", any_time=_AN
 _FOLD_POSTGRES_SQL = _FOLD_POSTGRES.format(
     rollups=_ROLLUPS_POSTGRES.format(
         install_conflict=_INSTALL_CONFLICT,
+        activity_table=partitions.ACTIVITY,
         activity_conflict=_ACTIVITY_CONFLICT,
         count_conflict=_COUNT_CONFLICT,
     )

@@ -84,16 +84,13 @@ def create_sql(day: dt.date, parent: str = PARENT) -> str:
     )
 
 
-def ensure(
-    days: set[dt.date] | list[dt.date], *, parents: list[str] | None = None
-) -> list[dt.date]:
-    """Create the missing partitions among `days`, in every partitioned table (or `parents`);
-    returns the days for which some partition was created. Safe to race: one created meanwhile
-    counts as present.
+def ensure(days: set[dt.date] | list[dt.date]) -> list[dt.date]:
+    """Create the missing partitions among `days`, in every partitioned table; returns the days
+    for which some partition was created. Safe to race: one created meanwhile counts as present.
     """
     wanted = set(days)
     created: set[dt.date] = set()
-    for parent in parents or PARENTS:
+    for parent in PARENTS:
         if not partitioned(parent):
             continue
         if wanted & set(existing(pending=True, parent=parent)):

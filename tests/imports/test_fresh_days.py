@@ -73,6 +73,11 @@ def test_a_new_day_becomes_a_partition_with_every_index_and_the_project_key(tmp_
     new, old = partitions.partition_name(day.date()), partitions.partition_name(lived.date())
     assert partitions.existing()[day.date()] == new
     assert indexes(new) == indexes(old) and len(indexes(new)) == 7
+    activity = partitions.partition_name(day.date(), partitions.ACTIVITY)
+    assert indexes(activity) == indexes(
+        partitions.partition_name(lived.date(), partitions.ACTIVITY)
+    )
+    assert len(indexes(activity)) == 4
     # The bounds CHECK that spared ATTACH its scan is gone; the foreign key is the parent's.
     assert constraints(new) == constraints(old)
     assert [kind for kind, _ in constraints(new)] == ["f", "p"]
@@ -110,7 +115,8 @@ def test_copies_in_two_batches_of_a_held_day_count_as_duplicates(now):
         assert fresh.settle(committed=True) == 3
     assert fresh.attach() == (4, 2, {day.date()})
     assert Event.objects.filter(project=p).count() == 4
-    pipeline.fold_rollups()
+    # The day's rollups moved with it, without the queue.
+    assert pipeline.pending_rollups() == 0
     assert_rollups_exact(p)
 
 
