@@ -200,29 +200,58 @@ def stage_imported(
     return "".join(lines).encode()
 
 
+def stage_imported_days(
+    *,
+    project: Project,
+    events: list[IncomingEvent],
+    now: dt.datetime,
+    received_at: list[dt.datetime | None] | None = None,
+) -> dict[dt.date | None, bytes]:
+    """`stage_imported`'s rows grouped by UTC day (None: rows looked up by id on every day), so
+    an import can copy the rows of a day it holds straight into that day's hold."""
+    arrivals = received_at if received_at is not None else [None] * len(events)
+    groups: dict[dt.date | None, tuple[list, list]] = {}
+    for e, arrival in zip(events, arrivals, strict=True):
+        key = None if e.dedupe_any_time else e.timestamp.astimezone(dt.UTC).date()
+        group = groups.setdefault(key, ([], []))
+        group[0].append(e)
+        group[1].append(arrival)
+    return {
+        key: stage_imported(project=project, events=group, now=now, received_at=times)
+        for key, (group, times) in groups.items()
+    }
+
+
 def store_staged(
-    staged: bytes, *, days: set[dt.date], fresh: "FreshDays | None" = None
+    staged: bytes | dict[dt.date | None, bytes],
+    *,
+    days: set[dt.date],
+    fresh: "FreshDays | None" = None,
 ) -> list[str | None]:
     """Store rows encoded by `stage_imported` in one transaction (PostgreSQL; a savepoint in the
     caller's): COPY them into a temporary table, then run the ingest statement with that table
     as its source, so each stored event is queued for the rollups exactly once. Returns the ids
     (None: id-less) of the rows stored; a row whose key is stored already is not.
 
-    With `fresh`, the rows of the days it holds are moved to its hold instead (stored later, by
-    `FreshDays.attach`) and are not in the answer.
+    `staged` may be grouped by day (`stage_imported_days`): with `fresh`, the days it holds are
+    copied into its hold instead (stored later, by `FreshDays.attach`), not in the answer.
 
     The caller drops repeats of a key within `staged` first (the import does, as before): the
     look-up of a `dedupe_any_time` row does not see rows of its own statement. `days` are the
     rows' UTC days: a missing partition is created and the statement retried."""
+    chunks = staged if isinstance(staged, dict) else {None: staged}
     with transaction.atomic(), connection.cursor() as cursor:
+        held: set = set()
+        if fresh is not None:
+            held = fresh.pick({day for day in chunks if day is not None})
+            for day in sorted(held):
+                fresh.hold(cursor, day, chunks[day])
+        rest = [data for day, data in chunks.items() if day not in held]
+        if not rest:
+            return []
         cursor.execute(_STAGE_CREATE)
         cursor.execute(f"TRUNCATE {_STAGE}")
-        # Django does not wrap psycopg's copy(): its errors become Django's, like execute()'s.
-        with connection.wrap_database_errors, cursor.copy(f"COPY {_STAGE} FROM STDIN") as copy:
-            for start in range(0, len(staged), _COPY_CHUNK):
-                copy.write(staged[start : start + _COPY_CHUNK])
-        if fresh is not None:
-            fresh.hold(cursor, days)
+        _copy(cursor, _STAGE, b"".join(rest))
         try:
             return _run_store(_STORE_STAGED_SQL, None)
         except IntegrityError as exc:
@@ -230,6 +259,13 @@ def store_staged(
                 raise
         partitions.ensure(days)
         return _run_store(_STORE_STAGED_SQL, None)
+
+
+def _copy(cursor, table: str, data: bytes) -> None:
+    # Django does not wrap psycopg's copy(): its errors become Django's, like execute()'s.
+    with connection.wrap_database_errors, cursor.copy(f"COPY {table} FROM STDIN") as copy:
+        for start in range(0, len(data), _COPY_CHUNK):
+            copy.write(data[start : start + _COPY_CHUNK])
 
 
 class FreshDays:
@@ -268,25 +304,16 @@ class FreshDays:
         have = partitions.existing()
         return {d for d in days if d in self.held or d not in have}
 
-    def hold(self, cursor, days: set[dt.date]) -> None:
-        """In the batch's transaction, after its COPY: move the staged rows of the picked days
-        into their hold tables (rows looked up by id on every day stay staged)."""
-        picked = self.pick(days)
-        moved = self.moving
-        for day in sorted(picked):
-            low, high = _day_bounds(day)
-            cursor.execute(
-                f"CREATE TEMPORARY TABLE IF NOT EXISTS {_hold_table(day)}"
-                f" (seq bigint GENERATED ALWAYS AS IDENTITY, {_ROW_TYPES})"
-            )
-            cursor.execute(
-                f"WITH moved AS (DELETE FROM {_STAGE} WHERE c4 >= %s AND c4 < %s AND NOT c11"
-                f" RETURNING *) INSERT INTO {_hold_table(day)} ({_STAGE_COLUMNS})"
-                f" SELECT {_STAGE_COLUMNS} FROM moved",
-                [low, high],
-            )
-            if cursor.rowcount:
-                moved[day] = moved.get(day, 0) + cursor.rowcount
+    def hold(self, cursor, day: dt.date, data: bytes) -> None:
+        """In the batch's transaction: copy one day's staged rows into its hold table."""
+        table = _hold_table(day)
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {table}"
+            f" (seq bigint GENERATED ALWAYS AS IDENTITY, {_ROW_TYPES})"
+        )
+        _copy(cursor, f"{table} ({_STAGE_COLUMNS})", data)
+        # COPY's text format escapes every newline inside a value: one line, one row.
+        self.moving[day] = self.moving.get(day, 0) + data.count(b"\n")
 
     def attach(self) -> tuple[int, int, set[dt.date]]:
         """Store every held day, one transaction each; returns (rows stored, rows that were

@@ -159,7 +159,7 @@ class _Batch:
     history: _History = field(default_factory=_History)
     fresh: list[Item] = field(default_factory=list)
     # Mapped in a worker: the fresh events encoded by pipeline.stage_imported, and their days.
-    staged: bytes = b""
+    staged: dict[dt.date | None, bytes] = field(default_factory=dict)
     staged_rows: int = 0
     days: set[dt.date] = field(default_factory=set)
 
@@ -363,7 +363,7 @@ def _map_batch(rows: list[tuple]) -> _Batch:
     events = [i.event for i in batch.fresh]
     if any(e.event_id is None for e in events):
         raise RuntimeError("a reader mapping rows in workers made an event without an id")
-    batch.staged = pipeline.stage_imported(
+    batch.staged = pipeline.stage_imported_days(
         project=_WORK["project"],
         events=events,
         now=_WORK["now"],
@@ -428,7 +428,7 @@ def _flush(
     if dry_run:
         stored = _would_store(project, events)
     elif held is not None:
-        staged = pipeline.stage_imported(
+        staged = pipeline.stage_imported_days(
             project=project, events=events, now=now, received_at=[i.received_at for i in fresh]
         )
         _store_rows(staged, len(events), _days(events), report, touched, held)
@@ -458,7 +458,7 @@ def _store_staged(
 
 
 def _store_rows(
-    staged: bytes,
+    staged: dict[dt.date | None, bytes],
     rows: int,
     days: set[dt.date],
     report: ImportReport,
@@ -468,7 +468,7 @@ def _store_rows(
     """Store one batch of rows encoded by pipeline.stage_imported, in one transaction; the rows
     of days `fresh` holds are counted when it writes them."""
     held = fresh.pick(days) if fresh is not None else set()
-    if partitions.partitioned():
+    if days - held and partitions.partitioned():
         partitions.ensure(days - held)  # outside the transaction: DDL must not wait on it
     try:
         with transaction.atomic():

@@ -110,7 +110,7 @@ def test_copies_in_two_batches_of_a_held_day_count_as_duplicates(now):
     events = [voicemode_event(row, now) for row in rows_on(day, 4)]
     fresh = pipeline.FreshDays()
     for batch in (events[:3], events[1:]):  # rows 2 and 3 twice
-        staged = pipeline.stage_imported(project=p, events=batch, now=now)
+        staged = pipeline.stage_imported_days(project=p, events=batch, now=now)
         assert pipeline.store_staged(staged, days={day.date()}, fresh=fresh) == []
         assert fresh.settle(committed=True) == 3
     assert fresh.attach() == (4, 2, {day.date()})
@@ -128,7 +128,7 @@ def test_a_live_event_on_a_held_day_is_a_duplicate_of_its_imported_copy(
     rows = rows_on(day, 6)
     events = [voicemode_event(row, now) for row in rows]
     fresh = pipeline.FreshDays()
-    staged = pipeline.stage_imported(project=p.project, events=events, now=now)
+    staged = pipeline.stage_imported_days(project=p.project, events=events, now=now)
     pipeline.store_staged(staged, days={day.date()}, fresh=fresh)
     assert fresh.settle(committed=True) == 6
     # While the import holds the day, its client resends row 0: the live store makes the day.
@@ -148,7 +148,7 @@ def test_attaching_a_day_checks_the_project_of_every_row(now):
     day = (now - 7 * DAY).replace(hour=5, minute=0)
     events = [voicemode_event(row, now) for row in rows_on(day, 3)]
     fresh = pipeline.FreshDays()
-    staged = pipeline.stage_imported(project=p, events=events, now=now)
+    staged = pipeline.stage_imported_days(project=p, events=events, now=now)
     pipeline.store_staged(staged, days={day.date()}, fresh=fresh)
     fresh.settle(committed=True)
     Project.objects.filter(pk=p.pk).delete()  # deleted while its import held the day
