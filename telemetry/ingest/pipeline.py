@@ -316,68 +316,112 @@ class FreshDays:
         self.moving[day] = self.moving.get(day, 0) + data.count(b"\n")
 
     def attach(self) -> tuple[int, int, set[dt.date]]:
-        """Store every held day, one transaction each; returns (rows stored, rows that were
-        copies, days written). A day is forgotten once stored."""
+        """Store every held day; returns (rows stored, rows that were copies, days written).
+        Days go in groups of up to ATTACH_ROWS held rows, one transaction each, so the
+        rollups of an install are upserted once per group rather than once per day (its row
+        is rewritten each time, and dead versions slow the next look-up down)."""
         stored = copies = 0
         days = set()
+        group: list[dt.date] = []
+        rows = 0
+        last = max(self.held, default=None)
         for day in sorted(self.held):
-            n = attach_fresh(day)
-            stored += n
-            copies += self.held.pop(day) - n
-            days.add(day)
+            group.append(day)
+            rows += self.held[day]
+            if rows >= ATTACH_ROWS or day == last:
+                for done, n in attach_fresh(group).items():
+                    stored += n
+                    copies += self.held.pop(done) - n
+                    days.add(done)
+                group, rows = [], 0
         return stored, copies, days
 
 
-def attach_fresh(day: dt.date) -> int:
-    """Store one held day (see FreshDays); returns how many rows were stored."""
-    if day not in partitions.existing():
+# Held rows written per transaction (FreshDays.attach): bigger groups fold installs fewer times
+# but hold the parents' and the projects table's locks longer.
+ATTACH_ROWS = 250_000
+
+
+def attach_fresh(days: list[dt.date]) -> dict[dt.date, int]:
+    """Store held days (see FreshDays) in one transaction; {day: rows stored}. If that fails
+    (a live event made a partition meanwhile, a lock was busy), day by day, and a day whose
+    partition exists goes through the ingest statement."""
+    have = partitions.existing()
+    if partitions.partitioned(partitions.ACTIVITY) and not any(d in have for d in days):
         try:
-            return _attach_day(day)
+            return _attach_days(days)
         except DatabaseError:
-            # A live event made the partition meanwhile, or the parent's lock was busy.
-            if day not in partitions.existing():
-                partitions.ensure({day})
-    return _insert_held(day)
+            pass
+    if len(days) > 1:
+        return {k: v for day in days for k, v in attach_fresh([day]).items()}
+    (day,) = days
+    if day not in partitions.existing():
+        partitions.ensure({day})
+    return {day: _insert_held(day)}
 
 
-def _attach_day(day: dt.date) -> int:
-    name = partitions.partition_name(day)
-    low, high = _day_bounds(day)
-    # The day's activity partition too, when it is missing (filled by the rollups below).
-    activity = partitions.partition_name(day, partitions.ACTIVITY)
-    new_activity = day not in partitions.existing(parent=partitions.ACTIVITY)
+def _attach_days(days: list[dt.date]) -> dict[dt.date, int]:
+    stored = {}
+    have_activity = partitions.existing(parent=partitions.ACTIVITY)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL lock_timeout = '{partitions.LOCK_TIMEOUT}'")
-        # Not visible to other sessions before the commit, when it is a partition already.
-        _create_bounded(cursor, name, partitions.PARENT, "timestamp", low, high)
+        for day in days:
+            name = partitions.partition_name(day)
+            low, high = _day_bounds(day)
+            # Not visible to other sessions before the commit, when it is a partition already.
+            _create_bounded(cursor, name, partitions.PARENT, "timestamp", low, high)
+            cursor.execute(
+                f"INSERT INTO {name} ({_EVENT_COLUMNS}) SELECT {_HELD_EVENT_COLUMNS}"
+                f" FROM {_held_first_copies(day)} ORDER BY c4"
+            )
+            stored[day] = cursor.rowcount
+            _attach(cursor, name, partitions.PARENT, low, high)
+        # The days' rollups, in the transaction that stores their events (so exactly once),
+        # read from the new partitions instead of the queue: no queue row to write, read and
+        # delete. Daily activity goes through a temporary table to its days' partitions.
         cursor.execute(
-            f"INSERT INTO {name} ({_EVENT_COLUMNS}) SELECT {_HELD_EVENT_COLUMNS}"
-            f" FROM {_held_first_copies(day)} ORDER BY c4"
+            f"CREATE TEMPORARY TABLE {_ACTIVITY_STAGE} ({_ACTIVITY_TYPES}) ON COMMIT DROP"
         )
-        n = cursor.rowcount
-        _attach(cursor, name, partitions.PARENT, low, high)
-        if new_activity:
-            _create_bounded(cursor, activity, partitions.ACTIVITY, "day", day, day + _ONE_DAY)
-        # The day's rollups, in the transaction that stores its events (so exactly once), read
-        # from the new partition instead of the queue: no queue row to write, read and delete.
+        source = " UNION ALL ".join(
+            "SELECT project_id, install_id, name, timestamp, app_version, os, %s::date AS day"
+            f" FROM {partitions.partition_name(day)}"
+            for day in days
+        )
         cursor.execute(
-            "WITH d AS (SELECT project_id, install_id, name, timestamp, app_version, os,"
-            f" %s::date AS day FROM {name}), "
+            f"WITH d AS ({source}), "
             + _ROLLUPS_POSTGRES.format(
                 install_conflict=_INSTALL_CONFLICT,
-                activity_table=activity if new_activity else partitions.ACTIVITY,
-                activity_conflict="" if new_activity else _ACTIVITY_CONFLICT,
+                activity_table=_ACTIVITY_STAGE,
+                activity_conflict="",
                 count_conflict=_COUNT_CONFLICT,
             )
             + " SELECT 1",
-            [day],
+            days,
         )
-        if new_activity:
+        for day in days:
+            rows = f"SELECT {_ACTIVITY_COLUMNS} FROM {_ACTIVITY_STAGE} WHERE day = %s"
+            if day in have_activity:
+                cursor.execute(
+                    f"INSERT INTO {partitions.ACTIVITY} ({_ACTIVITY_COLUMNS}) {rows}"
+                    f" ORDER BY project_id, install_id {_ACTIVITY_CONFLICT}",
+                    [day],
+                )
+                continue
+            activity = partitions.partition_name(day, partitions.ACTIVITY)
+            _create_bounded(cursor, activity, partitions.ACTIVITY, "day", day, day + _ONE_DAY)
+            cursor.execute(f"INSERT INTO {activity} ({_ACTIVITY_COLUMNS}) {rows}", [day])
             _attach(cursor, activity, partitions.ACTIVITY, day, day + _ONE_DAY)
-        cursor.execute(f"DROP TABLE {_hold_table(day)}")
-    return n
+        for day in days:
+            cursor.execute(f"DROP TABLE {_hold_table(day)}")
+    return stored
 
 
+_ACTIVITY_STAGE = "telemetry_import_activity"
+_ACTIVITY_COLUMNS = "project_id, install_id, day, events, app_version, os"
+_ACTIVITY_TYPES = (
+    "project_id bigint, install_id varchar(64), day date, events integer,"
+    " app_version varchar(64), os varchar(64)"
+)
 _ONE_DAY = dt.timedelta(days=1)
 
 

@@ -153,7 +153,7 @@ def test_attaching_a_day_checks_the_project_of_every_row(now):
     fresh.settle(committed=True)
     Project.objects.filter(pk=p.pk).delete()  # deleted while its import held the day
     with pytest.raises(IntegrityError, match="foreign key"):
-        pipeline._attach_day(day.date())
+        pipeline._attach_days([day.date()])
     assert day.date() not in partitions.existing()
 
 
@@ -172,3 +172,16 @@ def voicemode_event(row: dict, now: dt.datetime):
     )
     assert item.event is not None, item.error
     return item.event
+
+
+def test_held_days_written_in_several_groups_keep_rollups_exact(tmp_path, now, monkeypatch):
+    monkeypatch.setattr(pipeline, "ATTACH_ROWS", 8)  # groups: days 1-2 together, then day 3
+    p = make_project(contract="voicemode", retention_days=90).project
+    first = (now - 40 * DAY).replace(hour=6, minute=0)
+    rows = [row for d in range(3) for row in rows_on(first + d * DAY, 5)]
+    path = write_d1(tmp_path / "vm.sqlite", VOICEMODE_SCHEMA, {"events": rows})
+    report = run(p, FMT, path, now, batch_size=4)
+    assert (report.stored, report.duplicates) == (15, 0)
+    assert {first.date() + d * DAY for d in range(3)} <= set(partitions.existing())
+    assert pipeline.pending_rollups() == 0
+    assert_rollups_exact(p)
