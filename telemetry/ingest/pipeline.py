@@ -315,17 +315,28 @@ class FreshDays:
         # COPY's text format escapes every newline inside a value: one line, one row.
         self.moving[day] = self.moving.get(day, 0) + data.count(b"\n")
 
-    def attach(self) -> tuple[int, int, set[dt.date]]:
-        """Store every held day; returns (rows stored, rows that were copies, days written).
-        Days go in groups of up to ATTACH_ROWS held rows, one transaction each, so the
-        rollups of an install are upserted once per group rather than once per day (its row
-        is rewritten each time, and dead versions slow the next look-up down)."""
+    def attach_before(self, day: dt.date) -> tuple[int, int, set[dt.date]]:
+        """Store the held days before `day` once they hold ATTACH_ROWS rows (see attach), while
+        workers map the next batches. A source read in time order (VoiceMode's) has no more
+        rows for them; a later row of such a day finds its partition and is stored as any."""
+        ready = [d for d in self.held if d < day]
+        if sum(self.held[d] for d in ready) < ATTACH_ROWS:
+            return 0, 0, set()
+        return self.attach(ready)
+
+    def attach(self, only: list[dt.date] | None = None) -> tuple[int, int, set[dt.date]]:
+        """Store every held day (or `only` those); returns (rows stored, rows that were
+        copies, days written). Days go in groups of up to ATTACH_ROWS held rows, one
+        transaction each, so the rollups of an install are upserted once per group rather than
+        once per day (its row is rewritten each time, and dead versions slow the next look-up
+        down)."""
         stored = copies = 0
         days = set()
         group: list[dt.date] = []
         rows = 0
-        last = max(self.held, default=None)
-        for day in sorted(self.held):
+        todo = sorted(self.held if only is None else only)
+        last = todo[-1] if todo else None
+        for day in todo:
             group.append(day)
             rows += self.held[day]
             if rows >= ATTACH_ROWS or day == last:

@@ -397,9 +397,14 @@ def _finish_fresh(
     fresh: "pipeline.FreshDays | None", report: ImportReport, touched: set[dt.date]
 ) -> None:
     """Write the days held for want of a partition (PostgreSQL), each in one transaction."""
-    if fresh is None:
-        return
-    stored, copies, days = fresh.attach()
+    if fresh is not None:
+        _count_attached(fresh.attach(), report, touched)
+
+
+def _count_attached(
+    attached: tuple[int, int, set[dt.date]], report: ImportReport, touched: set[dt.date]
+) -> None:
+    stored, copies, days = attached
     report.stored += stored
     report.duplicates += copies
     touched |= days
@@ -481,6 +486,8 @@ def _store_rows(
     touched |= days - held
     report.stored += n
     report.duplicates += rows - n - now_held
+    if fresh is not None and days:
+        _count_attached(fresh.attach_before(min(days)), report, touched)
 
 
 def _days(events: list[IncomingEvent]) -> set[dt.date]:

@@ -185,3 +185,27 @@ def test_held_days_written_in_several_groups_keep_rollups_exact(tmp_path, now, m
     assert {first.date() + d * DAY for d in range(3)} <= set(partitions.existing())
     assert pipeline.pending_rollups() == 0
     assert_rollups_exact(p)
+
+
+def test_a_row_for_a_day_written_early_is_stored_through_its_partition(now, monkeypatch):
+    monkeypatch.setattr(pipeline, "ATTACH_ROWS", 4)
+    p = make_project(contract="voicemode", retention_days=90).project
+    first = (now - 50 * DAY).replace(hour=7, minute=0)
+    events = [voicemode_event(row, now) for row in rows_on(first, 6)]
+    fresh = pipeline.FreshDays()
+
+    def store(batch):
+        staged = pipeline.stage_imported_days(project=p, events=batch, now=now)
+        days = {e.timestamp.date() for e in batch}
+        stored = pipeline.store_staged(staged, days=days, fresh=fresh)
+        fresh.settle(committed=True)
+        return stored
+
+    assert store(events[:4]) == []  # held
+    # A batch of a later day: the first day is complete in a source read in time order.
+    assert fresh.attach_before((first + DAY).date()) == (4, 0, {first.date()})
+    # A source out of order sends more of that day: its partition exists, so it is not held.
+    assert sorted(store(events[3:])) == sorted(e.event_id for e in events[4:])
+    assert Event.objects.filter(project=p).count() == 6
+    pipeline.fold_rollups()
+    assert_rollups_exact(p)
