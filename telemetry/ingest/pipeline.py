@@ -273,12 +273,13 @@ class FreshDays:
 
     Inserting row by row into a partition costs PostgreSQL seven index insertions and a
     deferred foreign-key trigger per row. A day with no partition has no stored event, so its
-    rows are held in a temporary table of this session instead, and at the end each day is
-    written in one transaction: a new plain table (its bounds CHECKed, so ATTACH need not scan
-    it) filled in one INSERT, then attached, which builds each index in one sorted pass and
-    checks the project key once for the whole table; the same transaction folds the day's
-    rollups from that table (a missing daily-activity partition is made the same way), so they
-    move exactly once with the events, without the queue. Holding a day is decided per batch:
+    rows are held in a temporary table of this session instead, and later written in groups of
+    days, one transaction each: each day a new plain table (its bounds CHECKed, so ATTACH need
+    not scan it) filled in one INSERT, then attached, which builds each index in one sorted
+    pass and checks the project key once for the whole table; the same transaction folds the
+    group's rollups from those tables in one statement (a missing daily-activity partition is
+    made the same way), so they move exactly once with the events, without the queue.
+    Holding a day is decided per batch:
     a day with a partition (live events made it) is stored as before, and a day whose
     partition appears while it is held (a live event for that day) is stored through the
     ingest statement at the end, with its dedupe and its locks, as any batch.
