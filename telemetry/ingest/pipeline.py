@@ -200,22 +200,58 @@ def stage_imported(
     return "".join(lines).encode()
 
 
-def store_staged(staged: bytes, *, days: set[dt.date]) -> list[str | None]:
+def stage_imported_days(
+    *,
+    project: Project,
+    events: list[IncomingEvent],
+    now: dt.datetime,
+    received_at: list[dt.datetime | None] | None = None,
+) -> dict[dt.date | None, bytes]:
+    """`stage_imported`'s rows grouped by UTC day (None: rows looked up by id on every day), so
+    an import can copy the rows of a day it holds straight into that day's hold."""
+    arrivals = received_at if received_at is not None else [None] * len(events)
+    groups: dict[dt.date | None, tuple[list, list]] = {}
+    for e, arrival in zip(events, arrivals, strict=True):
+        key = None if e.dedupe_any_time else e.timestamp.astimezone(dt.UTC).date()
+        group = groups.setdefault(key, ([], []))
+        group[0].append(e)
+        group[1].append(arrival)
+    return {
+        key: stage_imported(project=project, events=group, now=now, received_at=times)
+        for key, (group, times) in groups.items()
+    }
+
+
+def store_staged(
+    staged: bytes | dict[dt.date | None, bytes],
+    *,
+    days: set[dt.date],
+    fresh: "FreshDays | None" = None,
+) -> list[str | None]:
     """Store rows encoded by `stage_imported` in one transaction (PostgreSQL; a savepoint in the
     caller's): COPY them into a temporary table, then run the ingest statement with that table
     as its source, so each stored event is queued for the rollups exactly once. Returns the ids
     (None: id-less) of the rows stored; a row whose key is stored already is not.
 
+    `staged` may be grouped by day (`stage_imported_days`): with `fresh`, the days it holds are
+    copied into its hold instead (stored later, by `FreshDays.attach`), not in the answer.
+
     The caller drops repeats of a key within `staged` first (the import does, as before): the
     look-up of a `dedupe_any_time` row does not see rows of its own statement. `days` are the
     rows' UTC days: a missing partition is created and the statement retried."""
+    chunks = staged if isinstance(staged, dict) else {None: staged}
     with transaction.atomic(), connection.cursor() as cursor:
+        held: set = set()
+        if fresh is not None:
+            held = fresh.pick({day for day in chunks if day is not None})
+            for day in sorted(held):
+                fresh.hold(cursor, day, chunks[day])
+        rest = [data for day, data in chunks.items() if day not in held]
+        if not rest:
+            return []
         cursor.execute(_STAGE_CREATE)
         cursor.execute(f"TRUNCATE {_STAGE}")
-        # Django does not wrap psycopg's copy(): its errors become Django's, like execute()'s.
-        with connection.wrap_database_errors, cursor.copy(f"COPY {_STAGE} FROM STDIN") as copy:
-            for start in range(0, len(staged), _COPY_CHUNK):
-                copy.write(staged[start : start + _COPY_CHUNK])
+        _copy(cursor, _STAGE, b"".join(rest))
         try:
             return _run_store(_STORE_STAGED_SQL, None)
         except IntegrityError as exc:
@@ -223,6 +259,232 @@ def store_staged(staged: bytes, *, days: set[dt.date]) -> list[str | None]:
                 raise
         partitions.ensure(days)
         return _run_store(_STORE_STAGED_SQL, None)
+
+
+def _copy(cursor, table: str, data: bytes) -> None:
+    # Django does not wrap psycopg's copy(): its errors become Django's, like execute()'s.
+    with connection.wrap_database_errors, cursor.copy(f"COPY {table} FROM STDIN") as copy:
+        for start in range(0, len(data), _COPY_CHUNK):
+            copy.write(data[start : start + _COPY_CHUNK])
+
+
+class FreshDays:
+    """An import's rows for UTC days that have no event partition yet (PostgreSQL).
+
+    Inserting row by row into a partition costs PostgreSQL seven index insertions and a
+    deferred foreign-key trigger per row. A day with no partition has no stored event, so its
+    rows are held in a temporary table of this session instead, and later written in groups of
+    days, one transaction each: each day a new plain table (its bounds CHECKed, so ATTACH need
+    not scan it) filled in one INSERT, then attached, which builds each index in one sorted
+    pass and checks the project key once for the whole table; the same transaction folds the
+    group's rollups from those tables in one statement (a missing daily-activity partition is
+    made the same way), so they move exactly once with the events, without the queue.
+    Holding a day is decided per batch:
+    a day with a partition (live events made it) is stored as before, and a day whose
+    partition appears while it is held (a live event for that day) is stored through the
+    ingest statement at the end, with its dedupe and its locks, as any batch.
+    """
+
+    def __init__(self) -> None:
+        self.held: dict[dt.date, int] = {}  # day → rows held (committed batches only)
+        self.moving: dict[dt.date, int] = {}  # held by the batch in progress
+
+    def settle(self, *, committed: bool) -> int:
+        """After the batch's transaction: count what it held, if it committed; returns that."""
+        moved, self.moving = self.moving, {}
+        if not committed:
+            return 0
+        for day, n in moved.items():
+            self.held[day] = self.held.get(day, 0) + n
+        return sum(moved.values())
+
+    def pick(self, days: set[dt.date]) -> set[dt.date]:
+        """Of a batch's days, those to hold: held already, or without an event partition."""
+        if not days or not partitions.partitioned():
+            return set()
+        have = partitions.existing()
+        return {d for d in days if d in self.held or d not in have}
+
+    def hold(self, cursor, day: dt.date, data: bytes) -> None:
+        """In the batch's transaction: copy one day's staged rows into its hold table."""
+        table = _hold_table(day)
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {table}"
+            f" (seq bigint GENERATED ALWAYS AS IDENTITY, {_ROW_TYPES})"
+        )
+        _copy(cursor, f"{table} ({_STAGE_COLUMNS})", data)
+        # COPY's text format escapes every newline inside a value: one line, one row.
+        self.moving[day] = self.moving.get(day, 0) + data.count(b"\n")
+
+    def attach_before(self, day: dt.date) -> tuple[int, int, set[dt.date]]:
+        """Store the held days before `day` once they hold ATTACH_ROWS rows (see attach), while
+        workers map the next batches. A source read in time order (VoiceMode's) has no more
+        rows for them; a later row of such a day finds its partition and is stored as any."""
+        ready = [d for d in self.held if d < day]
+        if sum(self.held[d] for d in ready) < ATTACH_ROWS:
+            return 0, 0, set()
+        return self.attach(ready)
+
+    def attach(self, only: list[dt.date] | None = None) -> tuple[int, int, set[dt.date]]:
+        """Store every held day (or `only` those); returns (rows stored, rows that were
+        copies, days written). Days go in groups of up to ATTACH_ROWS held rows, one
+        transaction each, so the rollups of an install are upserted once per group rather than
+        once per day (its row is rewritten each time, and dead versions slow the next look-up
+        down)."""
+        stored = copies = 0
+        days = set()
+        group: list[dt.date] = []
+        rows = 0
+        todo = sorted(self.held if only is None else only)
+        last = todo[-1] if todo else None
+        for day in todo:
+            group.append(day)
+            rows += self.held[day]
+            if rows >= ATTACH_ROWS or day == last:
+                for done, n in attach_fresh(group).items():
+                    stored += n
+                    copies += self.held.pop(done) - n
+                    days.add(done)
+                group, rows = [], 0
+        return stored, copies, days
+
+
+# Held rows written per transaction (FreshDays.attach): bigger groups fold installs fewer times
+# but hold the parents' and the projects table's locks longer.
+ATTACH_ROWS = 250_000
+
+
+def attach_fresh(days: list[dt.date]) -> dict[dt.date, int]:
+    """Store held days (see FreshDays) in one transaction; {day: rows stored}. If that fails
+    (a live event made a partition meanwhile, a lock was busy), day by day, and a day whose
+    partition exists goes through the ingest statement."""
+    have = partitions.existing()
+    if partitions.partitioned(partitions.ACTIVITY) and not any(d in have for d in days):
+        try:
+            return _attach_days(days)
+        except DatabaseError:
+            pass
+    if len(days) > 1:
+        return {k: v for day in days for k, v in attach_fresh([day]).items()}
+    (day,) = days
+    if day not in partitions.existing():
+        partitions.ensure({day})
+    return {day: _insert_held(day)}
+
+
+def _attach_days(days: list[dt.date]) -> dict[dt.date, int]:
+    stored = {}
+    have_activity = partitions.existing(parent=partitions.ACTIVITY)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL lock_timeout = '{partitions.LOCK_TIMEOUT}'")
+        for day in days:
+            name = partitions.partition_name(day)
+            low, high = _day_bounds(day)
+            # Not visible to other sessions before the commit, when it is a partition already.
+            _create_bounded(cursor, name, partitions.PARENT, "timestamp", low, high)
+            cursor.execute(
+                f"INSERT INTO {name} ({_EVENT_COLUMNS}) SELECT {_HELD_EVENT_COLUMNS}"
+                f" FROM {_held_first_copies(day)} ORDER BY c4"
+            )
+            stored[day] = cursor.rowcount
+            _attach(cursor, name, partitions.PARENT, low, high)
+        # The days' rollups, in the transaction that stores their events (so exactly once),
+        # read from the new partitions instead of the queue: no queue row to write, read and
+        # delete. Daily activity goes through a temporary table to its days' partitions.
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE {_ACTIVITY_STAGE} ({_ACTIVITY_TYPES}) ON COMMIT DROP"
+        )
+        source = " UNION ALL ".join(
+            "SELECT project_id, install_id, name, timestamp, app_version, os, %s::date AS day"
+            f" FROM {partitions.partition_name(day)}"
+            for day in days
+        )
+        cursor.execute(
+            f"WITH d AS ({source}), "
+            + _ROLLUPS_POSTGRES.format(
+                install_conflict=_INSTALL_CONFLICT,
+                activity_table=_ACTIVITY_STAGE,
+                activity_conflict="",
+                count_conflict=_COUNT_CONFLICT,
+            )
+            + " SELECT 1",
+            days,
+        )
+        for day in days:
+            rows = f"SELECT {_ACTIVITY_COLUMNS} FROM {_ACTIVITY_STAGE} WHERE day = %s"
+            if day in have_activity:
+                cursor.execute(
+                    f"INSERT INTO {partitions.ACTIVITY} ({_ACTIVITY_COLUMNS}) {rows}"
+                    f" ORDER BY project_id, install_id {_ACTIVITY_CONFLICT}",
+                    [day],
+                )
+                continue
+            activity = partitions.partition_name(day, partitions.ACTIVITY)
+            _create_bounded(cursor, activity, partitions.ACTIVITY, "day", day, day + _ONE_DAY)
+            cursor.execute(f"INSERT INTO {activity} ({_ACTIVITY_COLUMNS}) {rows}", [day])
+            _attach(cursor, activity, partitions.ACTIVITY, day, day + _ONE_DAY)
+        for day in days:
+            cursor.execute(f"DROP TABLE {_hold_table(day)}")
+    return stored
+
+
+_ACTIVITY_STAGE = "telemetry_import_activity"
+_ACTIVITY_COLUMNS = "project_id, install_id, day, events, app_version, os"
+_ACTIVITY_TYPES = (
+    "project_id bigint, install_id varchar(64), day date, events integer,"
+    " app_version varchar(64), os varchar(64)"
+)
+_ONE_DAY = dt.timedelta(days=1)
+
+
+def _create_bounded(cursor, name: str, parent: str, key: str, low, high) -> None:
+    """A plain table shaped as `parent`, CHECKed to one partition's bounds before any row is in
+    it, so that ATTACH PARTITION need not scan it."""
+    cursor.execute(f"CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS)")
+    cursor.execute(
+        f'ALTER TABLE {name} ADD CONSTRAINT {name}_bounds CHECK ("{key}" >= %s AND "{key}" < %s)',
+        [low, high],
+    )
+
+
+def _attach(cursor, name: str, parent: str, low, high) -> None:
+    """Attach a table made by _create_bounded: PostgreSQL builds the parent's indexes on it (one
+    sorted pass each) and checks its foreign keys in one query; then its CHECK goes."""
+    cursor.execute(
+        f"ALTER TABLE {parent} ATTACH PARTITION {name} FOR VALUES FROM (%s) TO (%s)", [low, high]
+    )
+    cursor.execute(f"ALTER TABLE {name} DROP CONSTRAINT {name}_bounds")
+
+
+def _insert_held(day: dt.date) -> int:
+    """A held day whose partition exists: the ingest statement, from the held rows."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_STAGE_CREATE)
+        cursor.execute(f"TRUNCATE {_STAGE}")
+        cursor.execute(
+            f"INSERT INTO {_STAGE} ({_STAGE_COLUMNS}) SELECT {_STAGE_COLUMNS}"
+            f" FROM {_held_first_copies(day)}"
+        )
+        n = len(_run_store(_STORE_STAGED_SQL, None))
+        cursor.execute(f"DROP TABLE {_hold_table(day)}")
+    return n
+
+
+def _held_first_copies(day: dt.date) -> str:
+    """The held rows of `day`, a key's later copies (from later batches) left out."""
+    return (
+        f"(SELECT *, row_number() OVER (PARTITION BY c1, c4 ORDER BY seq) AS copy"
+        f" FROM {_hold_table(day)}) h WHERE c1 IS NULL OR copy = 1"
+    )
+
+
+def _hold_table(day: dt.date) -> str:
+    return f"telemetry_import_hold_{day:%Y%m%d}"
+
+
+def _day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
+    return start, start + dt.timedelta(days=1)
 
 
 _COPY_CHUNK = 1 << 20
@@ -411,6 +673,8 @@ _STAGE = "telemetry_import_stage"
 _STAGE_CREATE = (
     f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} ({_ROW_TYPES}) ON COMMIT DELETE ROWS"
 )
+_STAGE_COLUMNS = ", ".join(f"c{i}" for i in range(12))
+_HELD_EVENT_COLUMNS = ", ".join(f"c{i}" for i in range(11))
 
 # Every rollup from the rows of `d` (the queue's rows with their UTC day). Rollup rows are
 # written in key order, so concurrent statements lock shared rows in one order and cannot
@@ -430,7 +694,7 @@ inst AS (
     FROM d WHERE install_id <> '' GROUP BY project_id, install_id ORDER BY project_id, install_id
     {{install_conflict}}
 ), act AS (
-    INSERT INTO telemetry_dailyactivity (project_id, install_id, day, events, app_version, os)
+    INSERT INTO {{activity_table}} (project_id, install_id, day, events, app_version, os)
     SELECT project_id, install_id, day, count(*),
         coalesce((array_agg(app_version ORDER BY timestamp DESC)
             FILTER (WHERE app_version <> ''))[1], ''),
@@ -660,6 +924,7 @@ _STORE_STAGED_SQL = _STORE_POSTGRES.format(source=f"{_STAGE} AS x", any_time=_AN
 _FOLD_POSTGRES_SQL = _FOLD_POSTGRES.format(
     rollups=_ROLLUPS_POSTGRES.format(
         install_conflict=_INSTALL_CONFLICT,
+        activity_table=partitions.ACTIVITY,
         activity_conflict=_ACTIVITY_CONFLICT,
         count_conflict=_COUNT_CONFLICT,
     )

@@ -159,7 +159,7 @@ class _Batch:
     history: _History = field(default_factory=_History)
     fresh: list[Item] = field(default_factory=list)
     # Mapped in a worker: the fresh events encoded by pipeline.stage_imported, and their days.
-    staged: bytes = b""
+    staged: dict[dt.date | None, bytes] = field(default_factory=dict)
     staged_rows: int = 0
     days: set[dt.date] = field(default_factory=set)
 
@@ -193,13 +193,15 @@ def import_events(
     oldest_kept = day_start(keep_from)
     history = _History()
     touched: set[dt.date] = set()
+    # Days with no event partition yet are written whole at the end (PostgreSQL).
+    fresh = None if dry_run or connection.vendor != "postgresql" else pipeline.FreshDays()
 
     def done(batch: _Batch) -> None:
         _count(report, history, batch)
         if batch.staged_rows:
-            _store_staged(batch, report, touched)
+            _store_staged(batch, report, touched, fresh)
         else:
-            _flush(project, batch.fresh, report, now, touched, dry_run=dry_run)
+            _flush(project, batch.fresh, report, now, touched, fresh, dry_run=dry_run)
         report.committed_rows += batch.rows
         if progress:
             progress(batch.rows)
@@ -214,14 +216,17 @@ def import_events(
         else:
             for items in _chunks(source.items, batch_size, report):
                 done(_split(items, oldest_kept))
+        _finish_fresh(fresh, report, touched)
     except Malformed as exc:
-        _fold_committed(dry_run)
+        _finish_committed(fresh, report, touched, dry_run)
         raise ImportFailed(exc, report) from None
     except DatabaseError as exc:
         # The batch's transaction was rolled back; the ones before it stay committed.
         where = f"rows {report.committed_rows + 1}-{report.rows}"
+        if report.committed_rows == report.rows:
+            where = "rows held for days without a partition"  # every batch was stored
         error = Malformed(where, f"the database refused the batch ({type(exc).__name__})")
-        _fold_committed(dry_run)
+        _finish_committed(fresh, report, touched, dry_run)
         raise ImportFailed(error, report) from exc
     if not dry_run:
         pipeline.fold_rollups()  # the imported events' rollups, before they are read below
@@ -358,7 +363,7 @@ def _map_batch(rows: list[tuple]) -> _Batch:
     events = [i.event for i in batch.fresh]
     if any(e.event_id is None for e in events):
         raise RuntimeError("a reader mapping rows in workers made an event without an id")
-    batch.staged = pipeline.stage_imported(
+    batch.staged = pipeline.stage_imported_days(
         project=_WORK["project"],
         events=events,
         now=_WORK["now"],
@@ -370,15 +375,39 @@ def _map_batch(rows: list[tuple]) -> _Batch:
     return batch
 
 
-def _fold_committed(dry_run: bool) -> None:
-    """The batches committed before a failure keep exact rollups; if the database is what
-    failed, the beat job folds them once it answers again."""
+def _finish_committed(
+    fresh: "pipeline.FreshDays | None", report: ImportReport, touched: set[dt.date], dry_run: bool
+) -> None:
+    """The batches committed before a failure are stored whole (their held days too) and keep
+    exact rollups; if the database is what failed, held rows are lost with this session (a
+    second run imports them) and the beat job folds the rest once it answers again."""
     if dry_run:
         return
+    try:
+        _finish_fresh(fresh, report, touched)
+    except DatabaseError:
+        log.warning("import: rows held for new days not stored; run the import again")
     try:
         pipeline.fold_rollups()
     except DatabaseError:
         log.warning("import: rollups of the committed batches left to the fold job")
+
+
+def _finish_fresh(
+    fresh: "pipeline.FreshDays | None", report: ImportReport, touched: set[dt.date]
+) -> None:
+    """Write the days held for want of a partition (PostgreSQL), each in one transaction."""
+    if fresh is not None:
+        _count_attached(fresh.attach(), report, touched)
+
+
+def _count_attached(
+    attached: tuple[int, int, set[dt.date]], report: ImportReport, touched: set[dt.date]
+) -> None:
+    stored, copies, days = attached
+    report.stored += stored
+    report.duplicates += copies
+    touched |= days
 
 
 def _key(event: IncomingEvent):
@@ -391,6 +420,7 @@ def _flush(
     report: ImportReport,
     now: dt.datetime,
     touched: set[dt.date],
+    held: "pipeline.FreshDays | None",
     *,
     dry_run: bool,
 ) -> None:
@@ -402,6 +432,12 @@ def _flush(
     events = [i.event for i in fresh]
     if dry_run:
         stored = _would_store(project, events)
+    elif held is not None:
+        staged = pipeline.stage_imported_days(
+            project=project, events=events, now=now, received_at=[i.received_at for i in fresh]
+        )
+        _store_rows(staged, len(events), _days(events), report, touched, held)
+        return
     else:
         days = {e.timestamp.astimezone(dt.UTC).date() for e in events}
         if partitions.partitioned():
@@ -416,14 +452,46 @@ def _flush(
     report.duplicates += len(stored) - n
 
 
-def _store_staged(batch: _Batch, report: ImportReport, touched: set[dt.date]) -> None:
+def _store_staged(
+    batch: _Batch,
+    report: ImportReport,
+    touched: set[dt.date],
+    fresh: "pipeline.FreshDays | None",
+) -> None:
     """Store one batch a worker mapped, in one transaction (PostgreSQL)."""
-    partitions.ensure(batch.days)  # outside the transaction: DDL must not wait on it
-    with transaction.atomic():
-        n = len(pipeline.store_staged(batch.staged, days=batch.days))
-    touched |= batch.days
+    _store_rows(batch.staged, batch.staged_rows, batch.days, report, touched, fresh)
+
+
+def _store_rows(
+    staged: dict[dt.date | None, bytes],
+    rows: int,
+    days: set[dt.date],
+    report: ImportReport,
+    touched: set[dt.date],
+    fresh: "pipeline.FreshDays | None",
+) -> None:
+    """Store one batch of rows encoded by pipeline.stage_imported, in one transaction; the rows
+    of days `fresh` holds are counted when it writes them."""
+    held = fresh.pick(days) if fresh is not None else set()
+    if days - held and partitions.partitioned():
+        partitions.ensure(days - held)  # outside the transaction: DDL must not wait on it
+    try:
+        with transaction.atomic():
+            n = len(pipeline.store_staged(staged, days=days, fresh=fresh))
+    except BaseException:
+        if fresh is not None:
+            fresh.settle(committed=False)  # its hold tables' rows went with the transaction
+        raise
+    now_held = fresh.settle(committed=True) if fresh is not None else 0
+    touched |= days - held
     report.stored += n
-    report.duplicates += batch.staged_rows - n
+    report.duplicates += rows - n - now_held
+    if fresh is not None and days:
+        _count_attached(fresh.attach_before(min(days)), report, touched)
+
+
+def _days(events: list[IncomingEvent]) -> set[dt.date]:
+    return {e.timestamp.astimezone(dt.UTC).date() for e in events}
 
 
 def _would_store(project: Project, events: list[IncomingEvent]) -> list[bool]:
