@@ -227,6 +227,7 @@ def store_staged(
     *,
     days: set[dt.date],
     fresh: "FreshDays | None" = None,
+    held: set[dt.date] | None = None,
 ) -> list[str | None]:
     """Store rows encoded by `stage_imported` in one transaction (PostgreSQL; a savepoint in the
     caller's): COPY them into a temporary table, then run the ingest statement with that table
@@ -234,16 +235,19 @@ def store_staged(
     (None: id-less) of the rows stored; a row whose key is stored already is not.
 
     `staged` may be grouped by day (`stage_imported_days`): with `fresh`, the days it holds are
-    copied into its hold instead (stored later, by `FreshDays.attach`), not in the answer.
+    copied into its hold instead (stored later, by `FreshDays.attach`), not in the answer;
+    `held` names them when the caller has picked them already (`FreshDays.pick`).
 
     The caller drops repeats of a key within `staged` first (the import does, as before): the
     look-up of a `dedupe_any_time` row does not see rows of its own statement. `days` are the
     rows' UTC days: a missing partition is created and the statement retried."""
     chunks = staged if isinstance(staged, dict) else {None: staged}
     with transaction.atomic(), connection.cursor() as cursor:
-        held: set = set()
-        if fresh is not None:
-            held = fresh.pick({day for day in chunks if day is not None})
+        if fresh is None:
+            held = set()
+        else:
+            dated = {day for day in chunks if day is not None}
+            held = fresh.pick(dated) if held is None else held & dated
             for day in sorted(held):
                 fresh.hold(cursor, day, chunks[day])
         rest = [data for day, data in chunks.items() if day not in held]
@@ -379,7 +383,7 @@ def _attach_days(days: list[dt.date]) -> dict[dt.date, int]:
         cursor.execute(f"SET LOCAL lock_timeout = '{partitions.LOCK_TIMEOUT}'")
         for day in days:
             name = partitions.partition_name(day)
-            low, high = _day_bounds(day)
+            low, high = partitions.day_bounds(day)
             # Not visible to other sessions before the commit, when it is a partition already.
             _create_bounded(cursor, name, partitions.PARENT, "timestamp", low, high)
             cursor.execute(
@@ -480,11 +484,6 @@ def _held_first_copies(day: dt.date) -> str:
 
 def _hold_table(day: dt.date) -> str:
     return f"telemetry_import_hold_{day:%Y%m%d}"
-
-
-def _day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    start = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
-    return start, start + dt.timedelta(days=1)
 
 
 _COPY_CHUNK = 1 << 20

@@ -199,7 +199,7 @@ def import_events(
     def done(batch: _Batch) -> None:
         _count(report, history, batch)
         if batch.staged_rows:
-            _store_staged(batch, report, touched, fresh)
+            _store_rows(batch.staged, batch.staged_rows, batch.days, report, touched, fresh)
         else:
             _flush(project, batch.fresh, report, now, touched, fresh, dry_run=dry_run)
         report.committed_rows += batch.rows
@@ -452,16 +452,6 @@ def _flush(
     report.duplicates += len(stored) - n
 
 
-def _store_staged(
-    batch: _Batch,
-    report: ImportReport,
-    touched: set[dt.date],
-    fresh: "pipeline.FreshDays | None",
-) -> None:
-    """Store one batch a worker mapped, in one transaction (PostgreSQL)."""
-    _store_rows(batch.staged, batch.staged_rows, batch.days, report, touched, fresh)
-
-
 def _store_rows(
     staged: dict[dt.date | None, bytes],
     rows: int,
@@ -470,14 +460,15 @@ def _store_rows(
     touched: set[dt.date],
     fresh: "pipeline.FreshDays | None",
 ) -> None:
-    """Store one batch of rows encoded by pipeline.stage_imported, in one transaction; the rows
-    of days `fresh` holds are counted when it writes them."""
+    """Store one batch of rows encoded by pipeline.stage_imported (mapped here or in a
+    worker), in one transaction; the rows of days `fresh` holds are counted when it writes
+    them."""
     held = fresh.pick(days) if fresh is not None else set()
     if days - held and partitions.partitioned():
         partitions.ensure(days - held)  # outside the transaction: DDL must not wait on it
     try:
         with transaction.atomic():
-            n = len(pipeline.store_staged(staged, days=days, fresh=fresh))
+            n = len(pipeline.store_staged(staged, days=days, fresh=fresh, held=held))
     except BaseException:
         if fresh is not None:
             fresh.settle(committed=False)  # its hold tables' rows went with the transaction

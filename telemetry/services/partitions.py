@@ -77,10 +77,15 @@ def existing(*, pending: bool = False, parent: str = PARENT) -> dict[dt.date, st
     return {day: name for name in names if (day := day_of(name)) is not None}
 
 
+def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) of the UTC day: an event partition's bounds."""
+    start = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
+    return start, start + dt.timedelta(days=1)
+
+
 def create_sql(day: dt.date, parent: str = PARENT) -> str:
     if PARENTS[parent]:
-        start = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
-        bounds = (start.isoformat(), (start + dt.timedelta(days=1)).isoformat())
+        bounds = tuple(bound.isoformat() for bound in day_bounds(day))
     else:
         bounds = (day.isoformat(), (day + dt.timedelta(days=1)).isoformat())
     return (
@@ -134,7 +139,7 @@ def rows_by_project(*, parent: str, before: dt.date) -> dict[str, dict[int, int]
     One scan of those partitions, not two queries for each: per partition, the planning alone
     of 180 small queries cost more than counting their rows (bench/RESULTS.md, session 5).
     """
-    bound = dt.datetime.combine(before, dt.time.min, tzinfo=dt.UTC) if PARENTS[parent] else before
+    bound = day_bounds(before)[0] if PARENTS[parent] else before
     key = "timestamp" if PARENTS[parent] else "day"
     with connection.cursor() as cursor:
         cursor.execute(
