@@ -5,7 +5,7 @@ Every job is idempotent (safe to retry or to run twice), which is why acks_late 
 
 from celery import shared_task
 
-from telemetry.ingest import pipeline
+from telemetry.ingest import rollups
 from telemetry.services.schedule import run_job
 
 
@@ -43,4 +43,4 @@ def refresh_cohorts() -> int:
 def fold_rollups() -> int:
     # Every 10 s, so not recorded as a TaskRun (8,640 rows a day); the recorded
     # refresh_cohorts run folds too, once a minute. expires: a backlog is one fold, not many.
-    return pipeline.fold_rollups()
+    return rollups.fold_rollups()

@@ -193,7 +193,7 @@ def catch_up() -> None:
     """Fold the rollup rows queued so far (on the primary) so a read counts every event
     stored before it. Best effort: when a fold is already running, or the primary cannot
     write, the read goes on and the numbers are at most one fold interval behind."""
-    from telemetry.ingest.pipeline import fold_rollups
+    from telemetry.ingest.rollups import fold_rollups
 
     try:
         fold_rollups(wait=False)

@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import logging
 import re
-import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -22,10 +21,10 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from telemetry.ingest import limits
+from telemetry.ingest import limits, rollups
 from telemetry.ingest.privacy import hash_ip, ip_rate_key, redact
 from telemetry.ingest.schema import IncomingEvent
-from telemetry.models import DailyCount, PeriodActivity, Project
+from telemetry.models import Project
 from telemetry.services import partitions
 
 log = logging.getLogger(__name__)
@@ -405,11 +404,11 @@ def _attach_days(days: list[dt.date]) -> dict[dt.date, int]:
         )
         cursor.execute(
             f"WITH d AS ({source}), "
-            + _ROLLUPS_POSTGRES.format(
-                install_conflict=_INSTALL_CONFLICT,
+            + rollups.ROLLUPS_SQL.format(
+                install_conflict=rollups.INSTALL_CONFLICT,
                 activity_table=_ACTIVITY_STAGE,
                 activity_conflict="",
-                count_conflict=_COUNT_CONFLICT,
+                count_conflict=rollups.COUNT_CONFLICT,
             )
             + " SELECT 1",
             days,
@@ -419,7 +418,7 @@ def _attach_days(days: list[dt.date]) -> dict[dt.date, int]:
             if day in have_activity:
                 cursor.execute(
                     f"INSERT INTO {partitions.ACTIVITY} ({_ACTIVITY_COLUMNS}) {rows}"
-                    f" ORDER BY project_id, install_id {_ACTIVITY_CONFLICT}",
+                    f" ORDER BY project_id, install_id {rollups.ACTIVITY_CONFLICT}",
                     [day],
                 )
                 continue
@@ -644,9 +643,6 @@ _EVENT_COLUMNS = (
     " session_id, app_version, os, properties, ip_hash"
 )
 _CONFLICT = "ON CONFLICT (project_id, event_id, timestamp) WHERE event_id IS NOT NULL DO NOTHING"
-# PostgreSQL only (migration 0009): what each stored event adds to the rollups, until folded.
-ROLLUP_QUEUE = "telemetry_rollupqueue"
-_QUEUE_COLUMNS = "project_id, install_id, name, timestamp, app_version, os"
 
 # Events in one statement; on PostgreSQL their rollup rows go to a queue that fold_rollups()
 # folds in. The INSERT's RETURNING rows feed the queue, so a row that conflicts (a copy stored
@@ -659,8 +655,8 @@ WITH ev AS (
     {_CONFLICT}
     RETURNING project_id, event_id, install_id, name, timestamp, app_version, os
 ), queued AS (
-    INSERT INTO {ROLLUP_QUEUE} ({_QUEUE_COLUMNS})
-    SELECT {_QUEUE_COLUMNS} FROM ev
+    INSERT INTO {rollups.ROLLUP_QUEUE} ({rollups.QUEUE_COLUMNS})
+    SELECT {rollups.QUEUE_COLUMNS} FROM ev
 )
 SELECT event_id FROM ev
 """
@@ -674,103 +670,6 @@ _STAGE_CREATE = (
 )
 _STAGE_COLUMNS = ", ".join(f"c{i}" for i in range(12))
 _HELD_EVENT_COLUMNS = ", ".join(f"c{i}" for i in range(11))
-
-# Every rollup from the rows of `d` (the queue's rows with their UTC day). Rollup rows are
-# written in key order, so concurrent statements lock shared rows in one order and cannot
-# deadlock.
-_ROLLUPS_POSTGRES = f"""
-inst AS (
-    INSERT INTO telemetry_install
-        (project_id, install_id, first_seen, last_seen, first_version, last_version, os,
-         event_count)
-    SELECT project_id, install_id, min(timestamp), max(timestamp),
-        coalesce((array_agg(app_version ORDER BY timestamp)
-            FILTER (WHERE app_version <> ''))[1], ''),
-        coalesce((array_agg(app_version ORDER BY timestamp DESC)
-            FILTER (WHERE app_version <> ''))[1], ''),
-        coalesce((array_agg(os ORDER BY timestamp DESC) FILTER (WHERE os <> ''))[1], ''),
-        count(*)
-    FROM d WHERE install_id <> '' GROUP BY project_id, install_id ORDER BY project_id, install_id
-    {{install_conflict}}
-), act AS (
-    INSERT INTO {{activity_table}} (project_id, install_id, day, events, app_version, os)
-    SELECT project_id, install_id, day, count(*),
-        coalesce((array_agg(app_version ORDER BY timestamp DESC)
-            FILTER (WHERE app_version <> ''))[1], ''),
-        coalesce((array_agg(os ORDER BY timestamp DESC) FILTER (WHERE os <> ''))[1], '')
-    FROM d WHERE install_id <> '' GROUP BY project_id, install_id, day
-    ORDER BY project_id, install_id, day
-    {{activity_conflict}}
-), per AS (
-    INSERT INTO telemetry_periodactivity (project_id, install_id, period, start)
-    SELECT project_id, install_id, period, start FROM (
-        SELECT project_id, install_id, 'w' AS period,
-            day - (EXTRACT(ISODOW FROM day)::int - 1) AS start FROM d WHERE install_id <> ''
-        UNION
-        SELECT project_id, install_id, 'm', date_trunc('month', day)::date
-        FROM d WHERE install_id <> ''
-    ) p ORDER BY project_id, period, start, install_id
-    ON CONFLICT (project_id, period, start, install_id) DO NOTHING
-), cnt AS (
-    INSERT INTO telemetry_dailycount (project_id, day, name, shard, events)
-    SELECT project_id, day, name, mod(abs(hashtext(install_id)), {DailyCount.SHARDS}), count(*)
-    FROM d GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-    {{count_conflict}}
-)"""
-
-# Take up to %s queued rows, oldest first (only committed ones are visible, so a statement that
-# commits late is folded by a later run, never missed) and fold them into the rollups in one
-# statement; the DELETE and the rollup writes commit together, so no row is counted twice.
-# Rows of a project deleted since are dropped with it.
-_FOLD_POSTGRES = f"""
-WITH q AS (
-    DELETE FROM {ROLLUP_QUEUE} WHERE id IN (
-        SELECT id FROM {ROLLUP_QUEUE} ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
-    RETURNING {_QUEUE_COLUMNS}
-), d AS (
-    SELECT q.*, (q.timestamp AT TIME ZONE 'UTC')::date AS day FROM q
-    WHERE EXISTS (SELECT 1 FROM telemetry_project p WHERE p.id = q.project_id)
-), {{rollups}}
-SELECT count(*) FROM q
-"""
-FOLD_BATCH = 50_000
-# One fold at a time: pg_advisory_xact_lock key ("tmfold" in ASCII).
-_FOLD_LOCK = 0x746D666F6C64
-
-
-def fold_rollups(*, wait: bool = True) -> int:
-    """Fold queued rollup rows into Install, DailyActivity, PeriodActivity and DailyCount;
-    returns how many events were folded. Idempotent and safe beside ingest and other folds.
-
-    `wait=False` returns 0 at once when another fold is running (readers that only want fresh
-    numbers); jobs, the purge and imports wait, so the queue is empty of what they had sent.
-    SQLite writes rollups with the events, so there is nothing to fold there.
-    """
-    if connection.vendor != "postgresql":
-        return 0
-    folded = 0
-    while True:
-        with transaction.atomic(), connection.cursor() as cursor:
-            if wait:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_FOLD_LOCK])
-            else:
-                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_FOLD_LOCK])
-                if not cursor.fetchone()[0]:
-                    return folded
-            cursor.execute(_FOLD_POSTGRES_SQL, [FOLD_BATCH])
-            n = cursor.fetchone()[0]
-        folded += n
-        if n < FOLD_BATCH:
-            return folded
-
-
-def pending_rollups() -> int:
-    """Queued events not folded into the rollups yet (0 on SQLite)."""
-    if connection.vendor != "postgresql":
-        return 0
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*) FROM {ROLLUP_QUEUE}")
-        return cursor.fetchone()[0]
 
 
 def _store_postgres(rows: list) -> list[str | None]:
@@ -834,7 +733,7 @@ def _store_sqlite(project: Project, events: list[IncomingEvent], rows: list) -> 
                 inserted.append(hit[0])
                 stored_events.append(event)
         if stored_events:
-            _bump_rollups(cursor, project, stored_events)
+            rollups.bump(cursor, project, stored_events)
     return _which_stored(events, inserted)
 
 
@@ -848,67 +747,6 @@ def _iso(value):
 _dumps = json.JSONEncoder(separators=(",", ":"), default=_iso).encode
 
 
-def _values_chunks(rows: list[tuple]):
-    """Yield (VALUES source, params) pairs covering `rows`, in chunks under SQLite's variable
-    limit (PostgreSQL writes rollups inside _STORE_POSTGRES instead)."""
-    for start in range(0, len(rows), 500):
-        chunk = rows[start : start + 500]
-        placeholder = "(" + ",".join(["%s"] * len(chunk[0])) + ")"
-        yield "VALUES " + ",".join([placeholder] * len(chunk)), [v for row in chunk for v in row]
-
-
-_INSTALL_CONFLICT = """
-ON CONFLICT (project_id, install_id) DO UPDATE SET
-    first_seen = CASE WHEN excluded.first_seen < telemetry_install.first_seen
-        THEN excluded.first_seen ELSE telemetry_install.first_seen END,
-    first_version = CASE WHEN excluded.first_seen < telemetry_install.first_seen
-        AND excluded.first_version <> '' THEN excluded.first_version
-        ELSE telemetry_install.first_version END,
-    last_seen = CASE WHEN excluded.last_seen > telemetry_install.last_seen
-        THEN excluded.last_seen ELSE telemetry_install.last_seen END,
-    last_version = CASE WHEN excluded.last_seen >= telemetry_install.last_seen
-        AND excluded.last_version <> '' THEN excluded.last_version
-        ELSE telemetry_install.last_version END,
-    os = CASE WHEN excluded.last_seen >= telemetry_install.last_seen AND excluded.os <> ''
-        THEN excluded.os ELSE telemetry_install.os END,
-    event_count = telemetry_install.event_count + excluded.event_count
-"""
-_INSTALL_UPSERT = (
-    """
-INSERT INTO telemetry_install
-    (project_id, install_id, first_seen, last_seen, first_version, last_version, os, event_count)
-{source}"""
-    + _INSTALL_CONFLICT
-)
-
-_ACTIVITY_CONFLICT = """
-ON CONFLICT (project_id, install_id, day) DO UPDATE SET
-    events = telemetry_dailyactivity.events + excluded.events,
-    app_version = CASE WHEN excluded.app_version <> '' THEN excluded.app_version
-        ELSE telemetry_dailyactivity.app_version END,
-    os = CASE WHEN excluded.os <> '' THEN excluded.os ELSE telemetry_dailyactivity.os END
-"""
-_ACTIVITY_UPSERT = (
-    """
-INSERT INTO telemetry_dailyactivity (project_id, install_id, day, events, app_version, os)
-{source}"""
-    + _ACTIVITY_CONFLICT
-)
-
-_PERIOD_INSERT = """
-INSERT INTO telemetry_periodactivity (project_id, install_id, period, start) {source}
-ON CONFLICT (project_id, period, start, install_id) DO NOTHING
-"""
-
-_COUNT_CONFLICT = """
-ON CONFLICT (project_id, day, name, shard) DO UPDATE SET
-    events = telemetry_dailycount.events + excluded.events
-"""
-_COUNT_UPSERT = (
-    "INSERT INTO telemetry_dailycount (project_id, day, name, shard, events) {source}"
-    + _COUNT_CONFLICT
-)
-
 _JSON_SOURCE = f"jsonb_to_recordset(%s::jsonb) AS x({_ROW_TYPES})"
 # Only rows flagged dedupe_any_time look for their id on every day; the check names the parent
 # table without a time bound, so planning it touches every partition. Live requests without
@@ -920,121 +758,8 @@ _STORE_POSTGRES_SQL = _STORE_POSTGRES.format(source=_JSON_SOURCE, any_time="")
 _STORE_ANY_TIME_SQL = _STORE_POSTGRES.format(source=_JSON_SOURCE, any_time=_ANY_TIME_CHECK)
 # An import batch is one statement for thousands of rows: planning is nothing beside it.
 _STORE_STAGED_SQL = _STORE_POSTGRES.format(source=f"{_STAGE} AS x", any_time=_ANY_TIME_CHECK)
-_FOLD_POSTGRES_SQL = _FOLD_POSTGRES.format(
-    rollups=_ROLLUPS_POSTGRES.format(
-        install_conflict=_INSTALL_CONFLICT,
-        activity_table=partitions.ACTIVITY,
-        activity_conflict=_ACTIVITY_CONFLICT,
-        count_conflict=_COUNT_CONFLICT,
-    )
-)
 
 
-def week_start(day: dt.date) -> dt.date:
-    return day - dt.timedelta(days=day.weekday())
-
-
-def period_rows_sql(vendor: str) -> str:
-    """SELECT of every (project, install, 'w'|'m', start) implied by telemetry_dailyactivity,
-    for rebuilding PeriodActivity from the daily rows (migration backfill, demo data)."""
-    if vendor == "postgresql":
-        week = "a.day - (EXTRACT(ISODOW FROM a.day)::int - 1)"
-        month = "date_trunc('month', a.day)::date"
-    else:
-        week = "date(a.day, '-' || ((CAST(strftime('%w', a.day) AS INTEGER) + 6) % 7) || ' days')"
-        month = "date(a.day, 'start of month')"
-    return (
-        f"SELECT DISTINCT a.project_id, a.install_id, 'w', {week} FROM telemetry_dailyactivity a"
-        " WHERE a.project_id = %s"
-        f" UNION SELECT DISTINCT a.project_id, a.install_id, 'm', {month}"
-        " FROM telemetry_dailyactivity a WHERE a.project_id = %s"
-    )
-
-
-def rebuild_period_activity(*, project: Project) -> None:
-    """Derive the project's PeriodActivity rows from its DailyActivity rows (idempotent)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _PERIOD_INSERT.format(source=period_rows_sql(connection.vendor) + " AND TRUE"),
-            [project.pk, project.pk],
-        )
-
-
-def _upsert(cursor, upserts: list[tuple[str, list[tuple]]]) -> None:
-    """Run multi-row upserts given as (sql, rows), each row set sorted by its conflict key so
-    concurrent writers lock rollup rows in one order (SQLite's rollup path)."""
-    for sql, rows in upserts:
-        if rows:
-            for source, params in _values_chunks(sorted(rows)):
-                cursor.execute(sql.format(source=source), params)
-
-
-def _bump_rollups(cursor, project: Project, events: list[IncomingEvent]) -> None:
-    ops = connection.ops
-    installs: dict[str, list] = {}
-    activity: dict[tuple[str, dt.date], list] = {}
-    counts: dict[tuple[dt.date, str, int], int] = defaultdict(int)
-    for e in sorted(events, key=lambda e: e.timestamp):
-        day = e.timestamp.date()
-        counts[(day, e.name, zlib.crc32(e.install_id.encode()) % DailyCount.SHARDS)] += 1
-        if not e.install_id:
-            continue
-        row = installs.get(e.install_id)
-        if row is None:
-            installs[e.install_id] = [
-                e.timestamp,
-                e.timestamp,
-                e.app_version,
-                e.app_version,
-                e.os,
-                1,
-            ]
-        else:
-            row[1] = e.timestamp
-            row[3] = e.app_version or row[3]
-            row[4] = e.os or row[4]
-            row[5] += 1
-            if not row[2]:
-                row[2] = e.app_version
-        act = activity.get((e.install_id, day))
-        if act is None:
-            activity[(e.install_id, day)] = [1, e.app_version, e.os]
-        else:
-            act[0] += 1
-            act[1] = e.app_version or act[1]
-            act[2] = e.os or act[2]
-    periods = set()
-    for install_id, day in activity:
-        periods.add((install_id, PeriodActivity.WEEK, week_start(day)))
-        periods.add((install_id, PeriodActivity.MONTH, day.replace(day=1)))
-    dbdate, dbtime = ops.adapt_datefield_value, ops.adapt_datetimefield_value
-    _upsert(
-        cursor,
-        [
-            (
-                _INSTALL_UPSERT,
-                [
-                    (project.pk, install_id, dbtime(first), dbtime(last), v1, v2, os_name, n)
-                    for install_id, (first, last, v1, v2, os_name, n) in installs.items()
-                ],
-            ),
-            (
-                _ACTIVITY_UPSERT,
-                [
-                    (project.pk, install_id, dbdate(day), n, version, os_name)
-                    for (install_id, day), (n, version, os_name) in activity.items()
-                ],
-            ),
-            (
-                _PERIOD_INSERT,
-                [(project.pk, i, kind, dbdate(start)) for i, kind, start in periods],
-            ),
-            (
-                _COUNT_UPSERT,
-                [
-                    (project.pk, dbdate(day), name, shard, n)
-                    for (day, name, shard), n in counts.items()
-                ],
-            ),
-        ],
-    )
+# Callers that hold the pipeline fold through it; jobs that never ingest import rollups itself.
+fold_rollups = rollups.fold_rollups
+pending_rollups = rollups.pending_rollups

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 def backfill(apps, schema_editor):
     """Derive the new weekly/monthly rows from the daily activity already stored."""
-    from telemetry.ingest.pipeline import period_rows_sql
+    from telemetry.ingest.rollups import period_rows_sql
 
     Project = apps.get_model("telemetry", "Project")
     vendor = schema_editor.connection.vendor

@@ -1,5 +1,5 @@
 """The rollup queue: on PostgreSQL each stored event's rollup row waits here until
-`pipeline.fold_rollups` folds it into Install, DailyActivity, PeriodActivity and DailyCount, so
+`rollups.fold_rollups` folds it into Install, DailyActivity, PeriodActivity and DailyCount, so
 ingest appends one small row instead of four upserts. SQLite keeps writing rollups with the
 events and leaves the table empty. Before this migration every rollup was written inline, so
 there is nothing to move; going back folds what is queued first, so nothing is lost either way."""
@@ -22,9 +22,9 @@ def tune(apps, schema_editor):
 def fold_queued(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
-    from telemetry.ingest import pipeline
+    from telemetry.ingest import rollups
 
-    pipeline.fold_rollups()
+    rollups.fold_rollups()
 
 
 class Migration(migrations.Migration):

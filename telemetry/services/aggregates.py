@@ -9,9 +9,10 @@ import datetime as dt
 
 from django.db import transaction
 from django.db.models import Count, DateField, Min, Sum
-from django.db.models.functions import TruncDate
+from django.db.models.functions import TruncDate, TruncWeek
 
-from telemetry.ingest import pipeline
+from telemetry.analytics.periods import as_date
+from telemetry.ingest import rollups
 from telemetry.models import (
     CohortSummary,
     DailyActivity,
@@ -28,10 +29,16 @@ def cutoff_day(*, project: Project, now: dt.datetime) -> dt.date:
     return now.astimezone(dt.UTC).date() - dt.timedelta(days=project.retention_days)
 
 
-def daily_summaries(*, project: Project, start: dt.date, end: dt.date) -> list[DailySummary]:
-    """Summaries for days in [start, end) that have any activity, new install or event."""
+def daily_summaries(
+    *, project: Project, start: dt.date, end: dt.date, only: set[dt.date] | None = None
+) -> list[DailySummary]:
+    """Summaries for days in [start, end) (or in `only`, when given) that have any activity,
+    new install or event."""
+    if only is not None and not only:
+        return []
+    days = {"day__in": sorted(only)} if only is not None else {}
     active = dict(
-        DailyActivity.objects.filter(project=project, day__gte=start, day__lt=end)
+        DailyActivity.objects.filter(project=project, day__gte=start, day__lt=end, **days)
         .values("day")
         .annotate(n=Count("id"))
         .values_list("day", "n")
@@ -46,7 +53,7 @@ def daily_summaries(*, project: Project, start: dt.date, end: dt.date) -> list[D
         .values_list("day", "n")
     )
     events = dict(
-        DailyCount.objects.filter(project=project, day__gte=start, day__lt=end)
+        DailyCount.objects.filter(project=project, day__gte=start, day__lt=end, **days)
         .values("day")
         .annotate(n=Sum("events"))
         .values_list("day", "n")
@@ -60,7 +67,27 @@ def daily_summaries(*, project: Project, start: dt.date, end: dt.date) -> list[D
             events=events.get(day, 0) or 0,
         )
         for day in sorted(set(active) | set(new) | set(events))
+        if only is None or day in only
     ]
+
+
+def _days(start: dt.date, end: dt.date) -> list[dt.date]:
+    return [start + dt.timedelta(days=i) for i in range((end - start).days)]
+
+
+def _cohort_weeks(project: Project, first_week: dt.date, last_week: dt.date) -> list[dt.date]:
+    """Weeks from first_week to last_week (Mondays, inclusive) in which installs were first seen."""
+    weeks = (
+        Install.objects.filter(
+            project=project,
+            first_seen__gte=day_start(first_week),
+            first_seen__lt=day_start(last_week + dt.timedelta(days=7)),
+        )
+        .annotate(week=TruncWeek("first_seen", output_field=DateField()))
+        .values_list("week", flat=True)
+        .distinct()
+    )
+    return sorted({as_date(w) for w in weeks})
 
 
 def _cohort_rows(project: Project, first_week: dt.date, last_week: dt.date, now: dt.datetime):
@@ -97,7 +124,7 @@ def refresh_project(*, project: Project, now: dt.datetime) -> int:
 
 def refresh_aggregates(*, now: dt.datetime) -> dict[str, int]:
     """Refresh every project; rows written per project slug."""
-    pipeline.fold_rollups()
+    rollups.fold_rollups()
     return {p.slug: refresh_project(project=p, now=now) for p in Project.objects.all()}
 
 
@@ -119,26 +146,31 @@ def snapshot_expiring(*, project: Project, now: dt.datetime) -> int:
     if not oldest:
         return 0
     start = min(oldest)
+    # Only days and weeks without a summary are counted: the nightly refresh has summarised
+    # every closed day and full week, so a purge normally reads no expired row here
+    # (bench/RESULTS.md, session 6). A day or week that has one keeps it: never overwritten.
     have_days = set(
-        DailySummary.objects.filter(project=project, day__lt=keep_from).values_list(
+        DailySummary.objects.filter(project=project, day__gte=start, day__lt=keep_from).values_list(
             "day", flat=True
         )
     )
+    missing = {d for d in _days(start, keep_from) if d not in have_days}
     days = [
         s
-        for s in daily_summaries(project=project, start=start, end=keep_from)
-        if s.day not in have_days and (s.active_installs or s.new_installs)
+        for s in daily_summaries(project=project, start=start, end=keep_from, only=missing)
+        if s.active_installs or s.new_installs
     ]
     last_week = week_start(keep_from - dt.timedelta(days=1))
     have_weeks = set(
-        CohortSummary.objects.filter(project=project, week_start__lte=last_week).values_list(
-            "week_start", flat=True
-        )
+        CohortSummary.objects.filter(
+            project=project, week_start__gte=week_start(start), week_start__lte=last_week
+        ).values_list("week_start", flat=True)
     )
     weeks = [
         c
-        for c in _cohort_rows(project, week_start(start), last_week, now)
-        if c.week_start not in have_weeks
+        for w in _cohort_weeks(project, week_start(start), last_week)
+        if w not in have_weeks
+        for c in _cohort_rows(project, w, w, now)
     ]
     with transaction.atomic():
         DailySummary.objects.bulk_create(days, ignore_conflicts=True)

@@ -18,7 +18,7 @@ from telemetry.analytics.retention import (
     counts_query,
     fingerprint,
 )
-from telemetry.ingest import pipeline
+from telemetry.ingest import rollups
 from telemetry.models import CohortActivity, Project, RollupState
 
 
@@ -77,7 +77,7 @@ def invalidate(*, project: Project) -> None:
 
 def refresh_stale(*, now: dt.datetime) -> list[Refreshed]:
     """Refresh the projects whose cells no longer match their rollups (or a new day began)."""
-    pipeline.fold_rollups()  # count the events stored up to now, not only those folded
+    rollups.fold_rollups()  # count the events stored up to now, not only those folded
     states = {s.project_id: s for s in RollupState.objects.filter(name=COHORT_ROLLUP)}
     done = []
     for project in Project.objects.all():

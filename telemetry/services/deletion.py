@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from django.db import connection, transaction
 
-from telemetry.ingest import pipeline
+from telemetry.ingest import rollups
 from telemetry.models import DailyActivity, Event, Install, PeriodActivity, Project
 from telemetry.services.cohorts import invalidate as invalidate_cohorts
 from telemetry.services.error_days import error_days_of_install, forget_days
@@ -51,7 +51,7 @@ def delete_install(*, project: Project, install_id: str) -> Deleted:
     ):
         raise UnknownInstall(f"no install {install_id!r} in project {project.slug}")
     # Fold what is queued, so no queued row brings the install's activity back afterwards.
-    pipeline.fold_rollups()
+    rollups.fold_rollups()
     deleted = Deleted(install_id=install_id)
     error_days = error_days_of_install(project=project, install_id=install_id)
     deleted.counts["events"] = _delete_events(project, install_id)

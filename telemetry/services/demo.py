@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from django.db import connection, transaction
 
-from telemetry.ingest.pipeline import rebuild_period_activity
+from telemetry.ingest.rollups import rebuild_period_activity
 from telemetry.models import (
     ClosedPeriod,
     DailyActivity,

@@ -133,24 +133,43 @@ def ensure_ahead(*, now: dt.datetime) -> list[dt.date]:
     )
 
 
-def rows_by_project(*, parent: str, before: dt.date) -> dict[str, dict[int, int]]:
-    """{partition: {project: rows}} for the partitions of `parent` dated before `before`.
+def projects_in(names: list[str], *, per_statement: int = 200) -> dict[str, set[int]]:
+    """{partition: ids of the projects with rows in it}, exact, without reading its rows.
 
-    One scan of those partitions, not two queries for each: per partition, the planning alone
-    of 180 small queries cost more than counting their rows (bench/RESULTS.md, session 5).
+    Each round asks every partition still being walked for its next project id,
+    `min(project_id)` above the last one found: a descent of a (project_id, …) index, whatever
+    the table's size or statistics. Rounds = the most projects in one partition + 1, and each
+    round is one statement per `per_statement` partitions (bench/RESULTS.md, session 6).
     """
-    bound = day_bounds(before)[0] if PARENTS[parent] else before
-    key = "timestamp" if PARENTS[parent] else "day"
+    found: dict[str, set[int]] = {name: set() for name in names}
+    last: dict[str, int | None] = dict.fromkeys(names)
+    walking = list(names)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT tableoid::regclass::text, project_id, count(*) FROM {parent}"
-            f" WHERE {key} < %s GROUP BY 1, 2",
-            [bound],
-        )
-        found: dict[str, dict[int, int]] = {}
-        for name, project, n in cursor.fetchall():
-            found.setdefault(name, {})[project] = n
+        while walking:
+            going = []
+            for at in range(0, len(walking), per_statement):
+                chunk = walking[at : at + per_statement]
+                probes, params = [], []
+                for name in chunk:
+                    if last[name] is None:
+                        probes.append(f"(SELECT min(project_id) FROM {name})")
+                    else:
+                        probes.append(f"(SELECT min(project_id) FROM {name} WHERE project_id > %s)")
+                        params.append(last[name])
+                cursor.execute("SELECT " + ", ".join(probes), params)
+                for name, project in zip(chunk, cursor.fetchone(), strict=True):
+                    if project is not None:
+                        found[name].add(project)
+                        last[name] = project
+                        going.append(name)
+            walking = going
     return found
+
+
+def count_rows(name: str, project: int) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {name} WHERE project_id = %s", [project])
+        return cursor.fetchone()[0]
 
 
 def drop_many(names: list[str], *, chunk: int = 16, pause: float = 0.0) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
-from telemetry.ingest import pipeline
+from telemetry.ingest import rollups
 from telemetry.models import TaskRun
 from telemetry.services import aggregates, cohorts, error_days, partitions, purge, rolling, salts
 from telemetry.services.locks import LockBusy
@@ -73,7 +73,7 @@ def _analyze_events(now: dt.datetime) -> JobResult:
 
 
 def _fold_rollups(now: dt.datetime) -> JobResult:
-    return JobResult(pipeline.fold_rollups(), {})
+    return JobResult(rollups.fold_rollups(), {})
 
 
 def _refresh_cohorts(now: dt.datetime) -> JobResult:

@@ -211,9 +211,9 @@ def postgres_behind_proxy(tmp_path):
         def counts() -> tuple[int, ...]:
             with psycopg.connect(admin.replace("dbname=postgres", f"dbname={name}")) as conn:
                 # Fold what ingest queued, as the beat job would, so the rollups count it all.
-                from telemetry.ingest import pipeline
+                from telemetry.ingest import rollups
 
-                conn.execute(pipeline._FOLD_POSTGRES_SQL, [pipeline.FOLD_BATCH])
+                conn.execute(rollups._FOLD_POSTGRES_SQL, [rollups.FOLD_BATCH])
                 conn.commit()
                 return tuple(
                     conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
