@@ -7,6 +7,9 @@ agree); retention lowered to 90; `manage.py purge_events --project …` timed as
 whole command; events counted by UTC day before and after: no expired event may be left, no
 younger one lost. Size (all partitions included) before the purge and after it + VACUUM.
 
+Before the purge the loaded days are summarised as the nightly `refresh_aggregates` leaves a
+running deployment (untimed); --no-refresh skips that (a first purge right after a bulk load).
+
 Scenario B (--scenario B, 10M events by default): A, plus ingest p99 through the real HTTP
 front door (gunicorn, a second process sending single native events with event ids) without and
 during the purge, plus --cycles purge cycles (refill the expired days, purge, VACUUM, size).
@@ -25,11 +28,11 @@ import datetime as dt
 import http.client
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +90,45 @@ def reset_database(url: str) -> None:
     redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()  # db 7 is this benchmark's own
 
 
+def _admin():
+    import psycopg
+
+    url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+    return psycopg.connect(url.replace("postgres://", "postgresql://"), autocommit=True)
+
+
+def template_day(name: str) -> str | None:
+    """The UTC day a --template database was loaded on, or None when there is none."""
+    with _admin() as c:
+        row = c.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+            [name],
+        ).fetchone()
+    return row[0] if row else None
+
+
+def save_template(url: str, name: str, day: dt.date) -> None:
+    """Copy the loaded database to `name` (file copy: no WAL for every block)."""
+    from django.db import connections
+
+    connections.close_all()
+    source = url.rsplit("/", 1)[1]
+    with _admin() as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        c.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}" STRATEGY FILE_COPY')
+        c.execute(f"COMMENT ON DATABASE \"{name}\" IS '{day.isoformat()}'")
+
+
+def clone_template(url: str, name: str) -> None:
+    target = url.rsplit("/", 1)[1]
+    with _admin() as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
+        c.execute(f'CREATE DATABASE "{target}" TEMPLATE "{name}" STRATEGY FILE_COPY')
+    import redis
+
+    redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
+
+
 def ensure_partitions(start: dt.datetime, end: dt.datetime) -> str:
     """Create the event partitions for [start, end) when the code has partitions; else no-op
     (so the same benchmark runs on the code before partitions, for a side-by-side figure)."""
@@ -100,95 +142,78 @@ def ensure_partitions(start: dt.datetime, end: dt.datetime) -> str:
     return "ensured"
 
 
-def copy_rows(cursor, table: str, columns: list[str], rows) -> None:
-    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
-
-
-def random_times(rng: random.Random, n: int, now: dt.datetime, days: list[int]):
-    """n timestamps, each on a random one of `days` (days before now's UTC day), never future."""
-    today = dt.datetime.combine(now.date(), dt.time.min, tzinfo=dt.UTC)
-    today_seconds = max(1.0, (now - today).total_seconds() - 60)
-    for _ in range(n):
-        ago = rng.choice(days)
-        second = rng.uniform(0, today_seconds if ago == 0 else 86_399.0)
-        yield today - dt.timedelta(days=ago) + dt.timedelta(seconds=second)
-
-
 def load(project, *, events: int, days: list[int], now: dt.datetime, tag: str) -> None:
-    """COPY `events` events on the given days-ago, plus the rollups the pipeline would have
-    written for them (fresh install ids per tag), then ANALYZE the touched tables."""
+    """Write `events` events on the given days-ago (uniform over them and over each day's
+    seconds, never in the future; names and installs uniform, fresh install ids per tag), plus
+    the rollups the pipeline would have written for them, then ANALYZE the touched tables.
+
+    The rows are made by PostgreSQL itself (generate_series, seeded random()) and the rollups
+    counted from them by GROUP BY: 10M events load in minutes, not the better part of an hour
+    that building them in Python took (bench/RESULTS.md, session 6).
+    """
     from django.db import connection, transaction
 
-    rng = random.Random(tag)
-    install_ids = [f"{tag}_{i:08d}" for i in range(max(10, events // 50))]
-    activity: dict[tuple[str, dt.date], int] = {}
-    seen: dict[str, list] = {}
-    daily: dict[tuple[dt.date, str], int] = {}
-
-    def event_rows():
-        for ts in random_times(rng, events, now, days):
-            inst = rng.choice(install_ids)
-            name = rng.choice(NAMES)
-            day = ts.date()
-            activity[(inst, day)] = activity.get((inst, day), 0) + 1
-            daily[(day, name)] = daily.get((day, name), 0) + 1
-            s = seen.setdefault(inst, [ts, ts, 0])
-            s[0], s[1], s[2] = min(s[0], ts), max(s[1], ts), s[2] + 1
-            yield (project.pk, None, inst, name, ts, ts, "", "1.0", "linux", "{}", "")
-
-    oldest = dt.datetime.combine(now.date(), dt.time.min, tzinfo=dt.UTC) - dt.timedelta(
-        days=max(days) + 1
-    )
+    today = dt.datetime.combine(now.date(), dt.time.min, tzinfo=dt.UTC)
+    oldest = today - dt.timedelta(days=max(days) + 1)
     ensure_partitions(oldest, now + dt.timedelta(days=2))
+    params = {
+        "project": project.pk,
+        "tag": tag,
+        "installs": max(10, events // 50),
+        "names": NAMES,
+        "days": days,
+        "today": today,
+        "today_seconds": max(1.0, (now - today).total_seconds() - 60),
+        "events": events,
+    }
     with transaction.atomic(), connection.cursor() as cursor:
-        raw = cursor.cursor
-        copy_rows(raw, "telemetry_event", EVENT_COLUMNS, event_rows())
-        copy_rows(
-            raw,
-            "telemetry_dailyactivity",
-            ["project_id", "install_id", "day", "events", "app_version", "os"],
-            ((project.pk, i, d, n, "1.0", "linux") for (i, d), n in activity.items()),
+        cursor.execute("SELECT setseed(%s)", [(zlib.crc32(tag.encode()) % 1000) / 1000])
+        cursor.execute(
+            "CREATE TEMP TABLE bench_new ON COMMIT DROP AS"
+            " SELECT %(tag)s || '_' || lpad(floor(random() * %(installs)s)::int::text, 8, '0')"
+            "   AS install_id,"
+            " (%(names)s::text[])[1 + floor(random() * cardinality(%(names)s::text[]))::int]"
+            "   AS name,"
+            " %(today)s::timestamptz - make_interval(days => ago) + make_interval(secs =>"
+            "   random() * CASE WHEN ago = 0 THEN %(today_seconds)s ELSE 86399 END) AS ts"
+            " FROM (SELECT (%(days)s::int[])"
+            "   [1 + floor(random() * cardinality(%(days)s::int[]))::int] AS ago"
+            "   FROM generate_series(1, %(events)s)) d",
+            params,
         )
-        copy_rows(
-            raw,
-            "telemetry_install",
-            [
-                "project_id",
-                "install_id",
-                "first_seen",
-                "last_seen",
-                "first_version",
-                "last_version",
-                "os",
-                "event_count",
-            ],
-            ((project.pk, i, a, b, "1.0", "1.0", "linux", n) for i, (a, b, n) in seen.items()),
+        cursor.execute(
+            f"INSERT INTO telemetry_event ({', '.join(EVENT_COLUMNS)})"
+            " SELECT %(project)s, NULL, install_id, name, ts, ts, '', '1.0', 'linux', '{}', ''"
+            " FROM bench_new",
+            params,
         )
-        # Refills land on days whose counts exist already; the aggregates add up.
-        raw.execute(
-            "CREATE TEMP TABLE bench_counts (day date, name text, events bigint) ON COMMIT DROP"
+        cursor.execute(
+            "INSERT INTO telemetry_dailyactivity"
+            " (project_id, install_id, day, events, app_version, os)"
+            " SELECT %(project)s, install_id, (ts AT TIME ZONE 'UTC')::date, count(*),"
+            " '1.0', 'linux' FROM bench_new GROUP BY 2, 3",
+            params,
         )
-        copy_rows(
-            raw,
-            "bench_counts",
-            ["day", "name", "events"],
-            ((d, nm, n) for (d, nm), n in daily.items()),
+        cursor.execute(
+            "INSERT INTO telemetry_install (project_id, install_id, first_seen, last_seen,"
+            " first_version, last_version, os, event_count)"
+            " SELECT %(project)s, install_id, min(ts), max(ts), '1.0', '1.0', 'linux', count(*)"
+            " FROM bench_new GROUP BY 2",
+            params,
         )
-        # Shard 0 of DailyCount's (day, name) rows where the key has shards (the store after
-        # issue 10); the plain (project, day, name) key before it.
-        sharded = raw.execute(
+        # Refills land on days whose counts exist already; the aggregates add up. Shard 0 of
+        # DailyCount's (day, name) rows where the key has shards (the store after issue 10).
+        cursor.execute(
             "SELECT 1 FROM information_schema.columns"
             " WHERE table_name = 'telemetry_dailycount' AND column_name = 'shard'"
-        ).fetchone()
-        key = "project_id, day, name, shard" if sharded else "project_id, day, name"
-        raw.execute(
+        )
+        key = "project_id, day, name, shard" if cursor.fetchone() else "project_id, day, name"
+        cursor.execute(
             "INSERT INTO telemetry_dailycount (project_id, day, name, events)"
-            " SELECT %s, day, name, events FROM bench_counts"
-            f" ON CONFLICT ({key})"
+            " SELECT %(project)s, (ts AT TIME ZONE 'UTC')::date, name, count(*) FROM bench_new"
+            f" GROUP BY 2, 3 ON CONFLICT ({key})"
             " DO UPDATE SET events = telemetry_dailycount.events + EXCLUDED.events",
-            [project.pk],
+            params,
         )
     analyze()
 
@@ -199,6 +224,17 @@ def analyze() -> None:
     with connection.cursor() as cursor:
         for table in [*SIZE_TABLES, "telemetry_dailycount"]:
             cursor.execute(f"ANALYZE {table}")
+
+
+def summarise(project, *, now: dt.datetime) -> float:
+    """What the nightly `refresh_aggregates` leaves on a running deployment: the daily and
+    weekly-cohort summaries of the closed days inside retention as of `now`. Untimed setup."""
+    from telemetry.services import aggregates
+
+    t0 = time.monotonic()
+    project.refresh_from_db()
+    aggregates.refresh_project(project=project, now=now)
+    return round(time.monotonic() - t0, 1)
 
 
 def vacuum() -> None:
@@ -368,6 +404,16 @@ def main() -> None:
     parser.add_argument(
         "--refill-events", type=int, help="events per refill in cycles 2+ (B; default: as purged)"
     )
+    parser.add_argument(
+        "--no-refresh",
+        action="store_true",
+        help="leave the loaded days unsummarised (a first purge right after a bulk load)",
+    )
+    parser.add_argument(
+        "--template",
+        help="a tm_bench_* database: saved after the first run's load, then cloned by the next"
+        " runs of the same UTC day instead of loading (before/after pairs at 10M)",
+    )
     parser.add_argument("--baseline-seconds", type=float, default=6.0, help="ingest without purge")
     parser.add_argument("--role", default="main", choices=["main", "ingest"])
     parser.add_argument("--port", type=int)
@@ -387,18 +433,30 @@ def main() -> None:
         sys.exit(
             "bench/purge.py measures PostgreSQL: set DATABASE_URL=postgres://…/tm_bench_ev2_purge"
         )
-    reset_database(url)
+    if args.template and not args.template.startswith("tm_bench_"):
+        parser.error("--template must name a tm_bench_* database")
+    loaded_on = template_day(args.template) if args.template else None
+    if loaded_on and loaded_on != dt.datetime.now(dt.UTC).date().isoformat():
+        sys.exit(f"template {args.template} was loaded on {loaded_on}: load it again today")
+    if loaded_on:
+        clone_template(url, args.template)
+    else:
+        reset_database(url)
     import django
 
     django.setup()
     from django.core.management import call_command
     from django.utils import timezone
 
+    from telemetry.models import Project
     from telemetry.services.projects import create_project
 
     call_command("migrate", verbosity=0)
     rates = {"install_rate": "1000000/h", "ip_rate": "100000000/h"}
-    project = create_project(slug=SLUG, retention_days=OLD_RETENTION, **rates).project
+    if loaded_on:
+        project = Project.objects.get(slug=SLUG)
+    else:
+        project = create_project(slug=SLUG, retention_days=OLD_RETENTION, **rates).project
     now = timezone.now()
     report: dict = {
         "scenario": args.scenario,
@@ -411,9 +469,18 @@ def main() -> None:
     old_days = [d for d in all_days if d > NEW_RETENTION]
 
     t0 = time.monotonic()
-    load(project, events=events, days=all_days, now=now, tag="c0")
-    vacuum()
+    if loaded_on:
+        report["template"] = f"cloned from {args.template} (loaded {loaded_on})"
+    else:
+        load(project, events=events, days=all_days, now=now, tag="c0")
+        vacuum()
+        if not args.no_refresh:
+            report["refresh_seconds"] = summarise(project, now=now)
+        if args.template:
+            save_template(url, args.template, now.date())
+            report["template"] = f"saved as {args.template}"
     report["load_seconds"] = round(time.monotonic() - t0, 1)
+    report["summaries"] = "none" if args.no_refresh else "as the nightly refresh leaves them"
     print(
         f"loaded {events:,} events over {SPAN_DAYS} days in {report['load_seconds']} s", flush=True
     )
@@ -472,6 +539,9 @@ def main() -> None:
         for cycle in range(1, args.cycles):
             # Refill the expired days, purge them again, VACUUM: space is reused, not added.
             load(project, events=refill, days=old_days, now=now, tag=f"c{cycle}")
+            if not args.no_refresh:
+                # As if these days had been summarised while still inside retention.
+                summarise(project, now=now - dt.timedelta(days=NEW_RETENTION - 1))
             before = counts_by_day(project)
             wall, _ = manage(*purge_cmd)
             walls.append(round(wall, 2))
