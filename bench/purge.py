@@ -148,8 +148,8 @@ def load(project, *, events: int, days: list[int], now: dt.datetime, tag: str) -
     the rollups the pipeline would have written for them, then ANALYZE the touched tables.
 
     The rows are made by PostgreSQL itself (generate_series, seeded random()) and the rollups
-    counted from them by GROUP BY: 10M events load in minutes, not the better part of an hour
-    that building them in Python took (bench/RESULTS.md, session 6).
+    counted from them by GROUP BY; what is left of the load time is the indexes' upkeep (10M
+    events in 23 min on a quiet 2-vCPU machine: bench/RESULTS.md, session 6).
     """
     from django.db import connection, transaction
 

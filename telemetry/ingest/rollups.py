@@ -10,7 +10,7 @@ import datetime as dt
 import zlib
 from collections import defaultdict
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from telemetry.models import DailyCount, PeriodActivity, Project
 from telemetry.services import partitions
@@ -93,19 +93,35 @@ def fold_rollups(*, wait: bool = True) -> int:
     if connection.vendor != "postgresql":
         return 0
     folded = 0
+    made_days = False
     while True:
-        with transaction.atomic(), connection.cursor() as cursor:
-            if wait:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_FOLD_LOCK])
-            else:
-                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_FOLD_LOCK])
-                if not cursor.fetchone()[0]:
-                    return folded
-            cursor.execute(_FOLD_POSTGRES_SQL, [FOLD_BATCH])
-            n = cursor.fetchone()[0]
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                if wait:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_FOLD_LOCK])
+                else:
+                    cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_FOLD_LOCK])
+                    if not cursor.fetchone()[0]:
+                        return folded
+                cursor.execute(_FOLD_POSTGRES_SQL, [FOLD_BATCH])
+                n = cursor.fetchone()[0]
+        except IntegrityError as exc:
+            # A day whose activity partition a purge dropped while its events' partition stayed
+            # (another project's id-less events kept it): make the day, then fold again.
+            if made_days or "no partition" not in str(exc):
+                raise
+            partitions.ensure(_queued_days())
+            made_days = True
+            continue
         folded += n
         if n < FOLD_BATCH:
             return folded
+
+
+def _queued_days() -> set[dt.date]:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT DISTINCT (timestamp AT TIME ZONE 'UTC')::date FROM {ROLLUP_QUEUE}")
+        return {day for (day,) in cursor.fetchall()}
 
 
 def pending_rollups() -> int:

@@ -6,9 +6,11 @@ overwriting, so a purge killed half-way and run again cannot recount from half-d
 """
 
 import datetime as dt
+import operator
+from functools import reduce
 
 from django.db import transaction
-from django.db.models import Count, DateField, Min, Sum
+from django.db.models import Count, DateField, Min, Q, Sum
 from django.db.models.functions import TruncDate, TruncWeek
 
 from telemetry.analytics.periods import as_date
@@ -45,7 +47,10 @@ def daily_summaries(
     )
     new = dict(
         Install.objects.filter(
-            project=project, first_seen__gte=day_start(start), first_seen__lt=day_start(end)
+            _first_seen_in(sorted(only) if only is not None else [], dt.timedelta(days=1)),
+            project=project,
+            first_seen__gte=day_start(start),
+            first_seen__lt=day_start(end),
         )
         .annotate(day=TruncDate("first_seen", output_field=DateField()))
         .values("day")
@@ -75,19 +80,33 @@ def _days(start: dt.date, end: dt.date) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range((end - start).days)]
 
 
-def _cohort_weeks(project: Project, first_week: dt.date, last_week: dt.date) -> list[dt.date]:
-    """Weeks from first_week to last_week (Mondays, inclusive) in which installs were first seen."""
-    weeks = (
-        Install.objects.filter(
-            project=project,
-            first_seen__gte=day_start(first_week),
-            first_seen__lt=day_start(last_week + dt.timedelta(days=7)),
-        )
+def _first_seen_in(starts: list[dt.date], length: dt.timedelta) -> Q:
+    """Installs first seen in any of the spans [start, start + length), sorted starts; spans
+    that touch are merged, so the index is read once per run of them (no filter if empty)."""
+    runs: list[list[dt.date]] = []
+    for start in starts:
+        if runs and runs[-1][1] == start:
+            runs[-1][1] = start + length
+        else:
+            runs.append([start, start + length])
+    return reduce(
+        operator.or_,
+        (Q(first_seen__gte=day_start(a), first_seen__lt=day_start(b)) for a, b in runs),
+        Q(),
+    )
+
+
+def _cohort_weeks(project: Project, weeks: list[dt.date]) -> list[dt.date]:
+    """Those of `weeks` (sorted Mondays) in which installs were first seen."""
+    if not weeks:
+        return []
+    found = (
+        Install.objects.filter(_first_seen_in(weeks, dt.timedelta(days=7)), project=project)
         .annotate(week=TruncWeek("first_seen", output_field=DateField()))
         .values_list("week", flat=True)
         .distinct()
     )
-    return sorted({as_date(w) for w in weeks})
+    return sorted({as_date(w) for w in found})
 
 
 def _cohort_rows(project: Project, first_week: dt.date, last_week: dt.date, now: dt.datetime):
@@ -166,11 +185,14 @@ def snapshot_expiring(*, project: Project, now: dt.datetime) -> int:
             project=project, week_start__gte=week_start(start), week_start__lte=last_week
         ).values_list("week_start", flat=True)
     )
+    first_week = week_start(start)
+    weeks_missing = [
+        first_week + dt.timedelta(weeks=i)
+        for i in range((last_week - first_week).days // 7 + 1)
+        if first_week + dt.timedelta(weeks=i) not in have_weeks
+    ]
     weeks = [
-        c
-        for w in _cohort_weeks(project, week_start(start), last_week)
-        if w not in have_weeks
-        for c in _cohort_rows(project, w, w, now)
+        c for w in _cohort_weeks(project, weeks_missing) for c in _cohort_rows(project, w, w, now)
     ]
     with transaction.atomic():
         DailySummary.objects.bulk_create(days, ignore_conflicts=True)

@@ -242,6 +242,22 @@ def test_after_the_nightly_refresh_a_purge_reads_no_expired_row():
     assert not Event.objects.filter(project=p, timestamp__lt=days_ago(30, hour=0)).exists()
 
 
+def test_a_day_whose_activity_was_dropped_while_its_events_stayed_is_folded_again():
+    """A purge drops a day of activity whose events' day it keeps (another project's id-less
+    events hold it); a late event for that day still gets its rollups: the fold makes the day."""
+    p = make_project(retention_days=400).project
+    ingest_at(p, days_ago(40), "inst_first_001")
+    partitions.drop_many([partitions.partition_name(days_ago(40).date(), partitions.ACTIVITY)])
+    assert days_ago(40).date() in partitions.existing()
+    assert days_ago(40).date() not in partitions.existing(parent=partitions.ACTIVITY)
+    ingest_at(p, days_ago(40, hour=11), "inst_late_0001")
+    assert list(DailyActivity.objects.values_list("install_id", "day")) == [
+        ("inst_late_0001", days_ago(40).date())
+    ]
+    counted = DailyCount.objects.filter(project=p, day=days_ago(40).date())
+    assert sum(c.events for c in counted) == 2
+
+
 def test_a_detach_left_pending_or_half_done_by_a_killed_purge_is_finished_next_run():
     p = make_project(retention_days=30).project
     ingest_at(p, days_ago(40), "inst_pending01")
@@ -295,11 +311,11 @@ def test_a_write_meets_a_locked_parent_with_a_clean_503_not_a_500():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_drop_that_meets_a_brief_lock_waits_it_out_and_detaches_plainly(monkeypatch):
-    """A transaction holding the parent past one lock budget (a slow commit under live ingest)
-    is waited out by the next attempt, not handed to DETACH … CONCURRENTLY."""
+    """A transaction holding the activity's parent past one lock budget (a slow fold commit) is
+    waited out by the next attempt, not handed to DETACH … CONCURRENTLY."""
     p = make_project(retention_days=30).project
     ingest_at(p, days_ago(40), "inst_briefl01")
-    name = partitions.partition_name(days_ago(40).date())
+    name = partitions.partition_name(days_ago(40).date(), partitions.ACTIVITY)
     db = settings.DATABASES["default"]
     dsn = (
         f"host={db['HOST'] or '127.0.0.1'} port={db['PORT'] or 5432}"
@@ -309,7 +325,7 @@ def test_a_drop_that_meets_a_brief_lock_waits_it_out_and_detaches_plainly(monkey
 
     def hold() -> None:
         with psycopg.connect(dsn) as other:
-            other.execute("LOCK TABLE telemetry_event IN ROW EXCLUSIVE MODE")  # as an insert
+            other.execute("LOCK TABLE telemetry_dailyactivity IN ROW EXCLUSIVE MODE")  # a fold
             locked.set()
             threading.Event().wait(0.15)  # longer than one budget, shorter than the retries
 
@@ -324,7 +340,30 @@ def test_a_drop_that_meets_a_brief_lock_waits_it_out_and_detaches_plainly(monkey
         partitions.drop_many([name])
     finally:
         holder.join(30)
-    assert days_ago(40).date() not in partitions.existing()
+    assert days_ago(40).date() not in partitions.existing(parent=partitions.ACTIVITY)
     with connection.cursor() as cursor:
         cursor.execute("SELECT to_regclass(%s)", [name])
         assert cursor.fetchone()[0] is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_days_of_events_are_detached_while_inserts_go_on(monkeypatch):
+    """Event days are detached CONCURRENTLY, never by the plain DETACH whose exclusive lock on
+    the parent every insert would queue behind; an insert in a transaction left open across
+    the purge (its lock on the parent held) is not disturbed and commits afterwards."""
+    p = make_project(retention_days=30).project
+    for n in (41, 40):
+        ingest_at(p, days_ago(n), f"inst_live_{n:04d}")
+    ingest_at(p, days_ago(1), "inst_live_0001")
+
+    def refuse(names: list[str], *, attempts: int = 1) -> bool:
+        if any(partitions.parent_of(name) == partitions.PARENT for name in names):
+            raise AssertionError(f"plain DETACH of {names} would block inserts")
+        return real(names, attempts=attempts)
+
+    real = partitions._detach
+    monkeypatch.setattr(partitions, "_detach", refuse)
+    (result,) = purge.purge(now=NOW)
+    assert result.deleted["events"] == 2
+    assert not {days_ago(41).date(), days_ago(40).date()} & set(partitions.existing())
+    assert Event.objects.filter(project=p).count() == 1
