@@ -11,9 +11,8 @@ from functools import reduce
 
 from django.db import transaction
 from django.db.models import Count, DateField, Min, Q, Sum
-from django.db.models.functions import TruncDate, TruncWeek
+from django.db.models.functions import TruncDate
 
-from telemetry.analytics.periods import as_date
 from telemetry.ingest import rollups
 from telemetry.models import (
     CohortSummary,
@@ -94,19 +93,6 @@ def _first_seen_in(starts: list[dt.date], length: dt.timedelta) -> Q:
         (Q(first_seen__gte=day_start(a), first_seen__lt=day_start(b)) for a, b in runs),
         Q(),
     )
-
-
-def _cohort_weeks(project: Project, weeks: list[dt.date]) -> list[dt.date]:
-    """Those of `weeks` (sorted Mondays) in which installs were first seen."""
-    if not weeks:
-        return []
-    found = (
-        Install.objects.filter(_first_seen_in(weeks, dt.timedelta(days=7)), project=project)
-        .annotate(week=TruncWeek("first_seen", output_field=DateField()))
-        .values_list("week", flat=True)
-        .distinct()
-    )
-    return sorted({as_date(w) for w in found})
 
 
 def _cohort_rows(project: Project, first_week: dt.date, last_week: dt.date, now: dt.datetime):
@@ -191,9 +177,9 @@ def snapshot_expiring(*, project: Project, now: dt.datetime) -> int:
         for i in range((last_week - first_week).days // 7 + 1)
         if first_week + dt.timedelta(weeks=i) not in have_weeks
     ]
-    weeks = [
-        c for w in _cohort_weeks(project, weeks_missing) for c in _cohort_rows(project, w, w, now)
-    ]
+    # One week at a time: a week without installs is one empty index range, and the weeks in
+    # between that have a summary are never read.
+    weeks = [c for w in weeks_missing for c in _cohort_rows(project, w, w, now)]
     with transaction.atomic():
         DailySummary.objects.bulk_create(days, ignore_conflicts=True)
         CohortSummary.objects.bulk_create(weeks, ignore_conflicts=True)
