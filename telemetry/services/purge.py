@@ -154,12 +154,15 @@ def _purge_partitions(
     progress: Callable[[int], None] | None,
     parent: str,
     label: str,
+    empty_before: dt.date,
 ) -> set[str]:
     """Drop each daily partition of `parent` that every present project has expired; delete
     the remainder. Counts go to `label`.
 
     `keep_from` holds the first kept day of the projects being purged (already snapshotted);
-    a partition that also holds rows of a project outside it is never dropped.
+    a partition that also holds rows of a project outside it is never dropped. An empty one
+    is dropped when it is dated before `empty_before`, a day no project accepts rows for any
+    more: days made ahead that stayed quiet would otherwise pile up for ever.
     """
     latest = max(keep_from.values())
     names = {day: name for day, name in partitions.existing(parent=parent).items() if day < latest}
@@ -168,8 +171,12 @@ def _purge_partitions(
     touched = set()
     dropping = []
     for day, name in sorted(names.items()):
+        if not present[name]:
+            if day < empty_before:
+                dropping.append(name)
+            continue
         expired = [p for p in present[name] if p in keep_from and day < keep_from[p]]
-        if present[name] and len(expired) == len(present[name]):
+        if len(expired) == len(present[name]):
             # A project the rollups do not know on this day (rows written around ingest) is
             # counted, so the report never leaves out a row it drops.
             rows = {
@@ -286,6 +293,12 @@ def _purge(
     touched: set[str] = set()
     if projects:
         partitions.finish_pending()
+    # Ingest refuses a timestamp older than its project's retention, so before the earliest
+    # first kept day of all projects no day can get a row again.
+    empty_before = min(
+        (aggregates.cutoff_day(project=q, now=now) for q in Project.objects.all()),
+        default=dt.date.min,
+    )
     # Events before activity, as below: a killed run never leaves activity without its events.
     for parent, label in ((partitions.PARENT, "events"), (partitions.ACTIVITY, "daily_activity")):
         if projects and partitions.partitioned(parent):
@@ -297,6 +310,7 @@ def _purge(
                 progress=progress,
                 parent=parent,
                 label=label,
+                empty_before=empty_before,
             )
             labels.discard(label)
     for p in projects:

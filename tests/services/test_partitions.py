@@ -258,6 +258,20 @@ def test_a_day_whose_activity_was_dropped_while_its_events_stayed_is_folded_agai
     assert sum(c.events for c in counted) == 2
 
 
+def test_empty_days_go_once_no_project_accepts_rows_for_them():
+    """Days made ahead that stayed quiet are dropped once they are older than every project's
+    retention, and kept while some project would still store an event on them."""
+    short = make_project(retention_days=30).project
+    make_project(retention_days=60)
+    ingest_at(short, days_ago(1), "inst_quiet_001")
+    partitions.ensure([days_ago(70).date(), days_ago(45).date()])
+    purge.purge(now=NOW, projects=[short])
+    for parent in partitions.PARENTS:
+        days = set(partitions.existing(parent=parent))
+        assert days_ago(70).date() not in days
+        assert {days_ago(45).date(), days_ago(1).date()} <= days
+
+
 def test_a_detach_left_pending_or_half_done_by_a_killed_purge_is_finished_next_run():
     p = make_project(retention_days=30).project
     ingest_at(p, days_ago(40), "inst_pending01")
