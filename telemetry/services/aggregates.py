@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import Count, DateField, Min, Q, Sum
 from django.db.models.functions import TruncDate
 
+from telemetry.analytics.periods import DAY, WEEK, periods
 from telemetry.ingest import rollups
 from telemetry.models import (
     CohortSummary,
@@ -73,10 +74,6 @@ def daily_summaries(
         for day in sorted(set(active) | set(new) | set(events))
         if only is None or day in only
     ]
-
-
-def _days(start: dt.date, end: dt.date) -> list[dt.date]:
-    return [start + dt.timedelta(days=i) for i in range((end - start).days)]
 
 
 def _first_seen_in(starts: list[dt.date], length: dt.timedelta) -> Q:
@@ -159,7 +156,7 @@ def snapshot_expiring(*, project: Project, now: dt.datetime) -> int:
             "day", flat=True
         )
     )
-    missing = {d for d in _days(start, keep_from) if d not in have_days}
+    missing = set(periods(start, keep_from - dt.timedelta(days=1), DAY)) - have_days
     days = [
         s
         for s in daily_summaries(project=project, start=start, end=keep_from, only=missing)
@@ -171,12 +168,7 @@ def snapshot_expiring(*, project: Project, now: dt.datetime) -> int:
             project=project, week_start__gte=week_start(start), week_start__lte=last_week
         ).values_list("week_start", flat=True)
     )
-    first_week = week_start(start)
-    weeks_missing = [
-        first_week + dt.timedelta(weeks=i)
-        for i in range((last_week - first_week).days // 7 + 1)
-        if first_week + dt.timedelta(weeks=i) not in have_weeks
-    ]
+    weeks_missing = [w for w in periods(start, last_week, WEEK) if w not in have_weeks]
     # One week at a time: a week without installs is one empty index range, and the weeks in
     # between that have a summary are never read.
     weeks = [c for w in weeks_missing for c in _cohort_rows(project, w, w, now)]
