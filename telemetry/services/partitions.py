@@ -191,9 +191,9 @@ def drop_many(names: list[str], *, chunk: int = 16, pause: float = 0.0) -> None:
     detached but not dropped; `finish_pending` completes both.
     """
     live = [] if connection.in_atomic_block else [n for n in names if parent_of(n) == PARENT]
+    rest = [name for name in names if name not in live]
     for name in live:
         _detach_concurrently(name)
-    rest = [name for name in names if name not in set(live)]
     for start in range(0, len(rest), chunk):
         if start and pause:
             time.sleep(pause)
