@@ -496,7 +496,7 @@ class RollupState(models.Model):
 
 
 class RollupQueue(models.Model):
-    """What one stored event adds to the rollups, until `pipeline.fold_rollups` folds it in
+    """What one stored event adds to the rollups, until `rollups.fold_rollups` folds it in
     (PostgreSQL; SQLite writes rollups with the event and leaves this table empty). Written and
     read by raw SQL only; no foreign key, so ingest checks nothing more per event, and the fold
     drops the rows of a project deleted meanwhile."""

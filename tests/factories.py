@@ -52,7 +52,7 @@ def ingest_at(project, when: dt.datetime, install_id: str, *, name: str = "app.s
 
 def fold() -> int:
     """Fold queued rollup rows now, as the beat job does within seconds (PostgreSQL)."""
-    from telemetry.ingest.pipeline import fold_rollups
+    from telemetry.ingest.rollups import fold_rollups
 
     return fold_rollups()
 

@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from telemetry.http import BodyTooLarge, BodyUnreadable, compact_json, parse_json, read_body
-from telemetry.ingest import auth, pipeline
+from telemetry.ingest import auth, pipeline, rollups
 from telemetry.ingest.privacy import client_ip
 from telemetry.ingest.schema import (
     INSTALL_ID_RE,
@@ -293,7 +293,7 @@ def flash_count(*, project: Project) -> int:
     Read from DailyCount, the lifetime per-day counts the pipeline keeps and no purge deletes:
     a lifetime counter must not drop when the retention purge removes old rows.
     """
-    pipeline.fold_rollups()  # a flash stored a moment ago is part of the total
+    rollups.fold_rollups()  # a flash stored a moment ago is part of the total
     flashes, seeded = 0, 0
     rows = (
         DailyCount.objects.filter(project=project)

@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from telemetry.http import BodyTooLarge, BodyUnreadable, parse_json, read_body
-from telemetry.ingest import auth, pipeline
+from telemetry.ingest import auth, pipeline, rollups
 from telemetry.ingest.privacy import client_ip
 from telemetry.ingest.schema import IncomingEvent
 from telemetry.models import DailyActivity, Project
@@ -114,7 +114,7 @@ def weekly_active_sessions(*, project: Project, week: str) -> int:
     days = week_days(week)
     if days is None:
         return 0
-    pipeline.fold_rollups()
+    rollups.fold_rollups()
     return (
         DailyActivity.objects.filter(project=project, day__range=days)
         .values("install_id")

@@ -758,8 +758,3 @@ _STORE_POSTGRES_SQL = _STORE_POSTGRES.format(source=_JSON_SOURCE, any_time="")
 _STORE_ANY_TIME_SQL = _STORE_POSTGRES.format(source=_JSON_SOURCE, any_time=_ANY_TIME_CHECK)
 # An import batch is one statement for thousands of rows: planning is nothing beside it.
 _STORE_STAGED_SQL = _STORE_POSTGRES.format(source=f"{_STAGE} AS x", any_time=_ANY_TIME_CHECK)
-
-
-# Callers that hold the pipeline fold through it; jobs that never ingest import rollups itself.
-fold_rollups = rollups.fold_rollups
-pending_rollups = rollups.pending_rollups

@@ -21,7 +21,7 @@ from pathlib import Path
 from django.db import DatabaseError, connection, transaction
 
 from telemetry.imports import FORMATS, Item, Malformed, open_source
-from telemetry.ingest import pipeline
+from telemetry.ingest import pipeline, rollups
 from telemetry.ingest.privacy import redact
 from telemetry.ingest.schema import IncomingEvent
 from telemetry.models import Event, Install, Project
@@ -229,7 +229,7 @@ def import_events(
         _finish_committed(fresh, report, touched, dry_run)
         raise ImportFailed(error, report) from exc
     if not dry_run:
-        pipeline.fold_rollups()  # the imported events' rollups, before they are read below
+        rollups.fold_rollups()  # the imported events' rollups, before they are read below
     history.forget_new(project)
     summaries = history.summaries()
     report.aggregated_days = len(summaries)
@@ -388,7 +388,7 @@ def _finish_committed(
     except DatabaseError:
         log.warning("import: rows held for new days not stored; run the import again")
     try:
-        pipeline.fold_rollups()
+        rollups.fold_rollups()
     except DatabaseError:
         log.warning("import: rollups of the committed batches left to the fold job")
 

@@ -8,7 +8,7 @@ from django.db import IntegrityError, connection
 from django.test import Client
 from django.utils import timezone
 
-from telemetry.ingest import pipeline
+from telemetry.ingest import pipeline, rollups
 from telemetry.models import Event, Project
 from telemetry.services import partitions
 from tests.factories import make_project
@@ -82,7 +82,7 @@ def test_a_new_day_becomes_a_partition_with_every_index_and_the_project_key(tmp_
     assert constraints(new) == constraints(old)
     assert [kind for kind, _ in constraints(new)] == ["f", "p"]
     assert Event.objects.filter(project=p, timestamp__date=day.date()).count() == 30
-    assert pipeline.pending_rollups() == 0
+    assert rollups.pending_rollups() == 0
     assert_rollups_exact(p)
     assert_no_ip_hash(p, rows[0]["client_ip_hash"])
     with connection.cursor() as cursor:
@@ -116,7 +116,7 @@ def test_copies_in_two_batches_of_a_held_day_count_as_duplicates(now):
     assert fresh.attach() == (4, 2, {day.date()})
     assert Event.objects.filter(project=p).count() == 4
     # The day's rollups moved with it, without the queue.
-    assert pipeline.pending_rollups() == 0
+    assert rollups.pending_rollups() == 0
     assert_rollups_exact(p)
 
 
@@ -139,7 +139,7 @@ def test_a_live_event_on_a_held_day_is_a_duplicate_of_its_imported_copy(
     # The held day goes through the ingest statement: its dedupe recognises the live copy.
     assert fresh.attach() == (5, 1, {day.date()})
     assert Event.objects.filter(project=p.project).count() == 6
-    pipeline.fold_rollups()
+    rollups.fold_rollups()
     assert_rollups_exact(p.project)
 
 
@@ -183,7 +183,7 @@ def test_held_days_written_in_several_groups_keep_rollups_exact(tmp_path, now, m
     report = run(p, FMT, path, now, batch_size=4)
     assert (report.stored, report.duplicates) == (15, 0)
     assert {first.date() + d * DAY for d in range(3)} <= set(partitions.existing())
-    assert pipeline.pending_rollups() == 0
+    assert rollups.pending_rollups() == 0
     assert_rollups_exact(p)
 
 
@@ -207,5 +207,5 @@ def test_a_row_for_a_day_written_early_is_stored_through_its_partition(now, monk
     # A source out of order sends more of that day: its partition exists, so it is not held.
     assert sorted(store(events[3:])) == sorted(e.event_id for e in events[4:])
     assert Event.objects.filter(project=p).count() == 6
-    pipeline.fold_rollups()
+    rollups.fold_rollups()
     assert_rollups_exact(p)

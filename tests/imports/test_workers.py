@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from telemetry.ingest import pipeline
+from telemetry.ingest import rollups
 from telemetry.models import DailySummary, Event
 from telemetry.services import imports, partitions
 from telemetry.services.imports import ImportFailed
@@ -68,7 +68,7 @@ def test_workers_store_what_one_process_stores(tmp_path, now):
         for e in Event.objects.filter(project=one).values(*FIELDS, "properties")
     }
     assert len(stored) == parallel.stored
-    assert pipeline.pending_rollups() == 0
+    assert rollups.pending_rollups() == 0
     assert_rollups_exact(two)
     assert_no_ip_hash(two, rows[0]["client_ip_hash"])
     summaries = DailySummary.objects.filter(project=two).values_list("day", "events")
@@ -106,7 +106,7 @@ def test_a_row_the_database_refuses_rolls_back_only_its_batch(tmp_path, now):
     assert (report.committed_rows, report.stored) == (100, 100)
     assert Event.objects.filter(project=p).count() == 100
     assert not Event.objects.filter(project=p, timestamp__gte=rows[100]["timestamp"]).exists()
-    assert pipeline.pending_rollups() == 0
+    assert rollups.pending_rollups() == 0
     assert_rollups_exact(p)
 
 

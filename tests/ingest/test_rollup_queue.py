@@ -11,6 +11,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from telemetry.ingest import pipeline
+from telemetry.ingest.rollups import fold_rollups, pending_rollups
 from telemetry.ingest.schema import IncomingEvent
 from telemetry.models import DailyActivity, DailyCount, Event, Install, PeriodActivity
 from telemetry.services.schedule import FOLD_EVERY_SECONDS, ensure_default_schedule
@@ -62,17 +63,17 @@ def test_a_stored_event_waits_in_the_queue_until_the_fold_counts_it():
     )
     assert result.accepted == 1
     assert Event.objects.filter(project=p).count() == 1
-    assert pipeline.pending_rollups() == 1
+    assert pending_rollups() == 1
     assert not Install.objects.filter(project=p).exists()
 
-    assert pipeline.fold_rollups() == 1
-    assert pipeline.pending_rollups() == 0
+    assert fold_rollups() == 1
+    assert pending_rollups() == 0
     install = Install.objects.get(project=p, install_id="inst_queue01")
     assert (install.event_count, install.last_version, install.os) == (1, "2.0", "linux")
     assert DailyActivity.objects.filter(project=p, day=now.date()).count() == 1
     assert PeriodActivity.objects.filter(project=p, install_id="inst_queue01").count() == 2
     assert rollups(p) == brute_force(p) == {"installs": 1, "activity": 1, "events": 1}
-    assert pipeline.fold_rollups() == 0  # nothing is folded twice
+    assert fold_rollups() == 0  # nothing is folded twice
 
 
 def test_a_copy_stored_before_is_queued_nowhere():
@@ -83,8 +84,8 @@ def test_a_copy_stored_before_is_queued_nowhere():
     forget_claims()  # past the claim's TTL: the database key finds the copy
     again = pipeline.ingest(project=p, events=one, client_ip="192.0.2.1")
     assert again.duplicates == 1
-    assert pipeline.pending_rollups() == 1
-    pipeline.fold_rollups()
+    assert pending_rollups() == 1
+    fold_rollups()
     assert rollups(p) == brute_force(p) == {"installs": 1, "activity": 1, "events": 1}
 
 
@@ -112,11 +113,11 @@ def test_a_statement_that_commits_after_a_fold_is_folded_by_the_next_one_once():
     }
     with psycopg.connect(shared_database_url()) as late:
         late.execute(pipeline._STORE_POSTGRES_SQL, [json.dumps([row])])
-        assert pipeline.fold_rollups() == 1  # the committed one only
+        assert fold_rollups() == 1  # the committed one only
         assert rollups(p)["installs"] == 1
         late.commit()
-    assert pipeline.fold_rollups() == 1
-    assert pipeline.fold_rollups() == 0
+    assert fold_rollups() == 1
+    assert fold_rollups() == 0
     assert rollups(p) == brute_force(p) == {"installs": 2, "activity": 2, "events": 2}
 
 
@@ -129,8 +130,8 @@ def test_a_batch_folds_into_the_same_rollups_as_single_events():
         for name in ("app.start", "cmd.run")
     ]
     pipeline.ingest(project=p, events=events, client_ip="192.0.2.1")
-    assert pipeline.pending_rollups() == 120
-    pipeline.fold_rollups()
+    assert pending_rollups() == 120
+    fold_rollups()
     assert rollups(p) == brute_force(p)
     install = Install.objects.get(project=p, install_id="inst_b0000000")
     assert install.first_seen == base
@@ -146,11 +147,11 @@ def test_a_reader_sees_events_stored_a_moment_ago(client):
         HTTP_AUTHORIZATION=f"Bearer {made.ingest_key}",
     )
     assert r.status_code == 202
-    assert pipeline.pending_rollups() == 1
+    assert pending_rollups() == 1
     from telemetry.analytics import active, db
 
     db.run(lambda: None)  # every analytics read folds first
-    assert pipeline.pending_rollups() == 0
+    assert pending_rollups() == 0
     assert active.has_events(project=made.project)
 
 
@@ -164,8 +165,8 @@ def test_the_rows_of_a_project_deleted_meanwhile_are_dropped_by_the_fold():
             client_ip="192.0.2.1",
         )
     gone.delete()
-    assert pipeline.fold_rollups() == 2
-    assert pipeline.pending_rollups() == 0
+    assert fold_rollups() == 2
+    assert pending_rollups() == 0
     assert rollups(kept) == brute_force(kept) == {"installs": 1, "activity": 1, "events": 1}
 
 
