@@ -9,13 +9,10 @@ one-minute `refresh_cohorts` beat job. Purges and install deletions drop rows th
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db import connection, transaction
-
 from telemetry.analytics import active, errors
-from telemetry.analytics.periods import today
 from telemetry.models import ErrorDay, Event, Project
 from telemetry.services.maintenance import analyze
-from telemetry.services.rolling import BULK_DAYS, MAX_DAYS, snapshot
+from telemetry.services.rolling import BULK_DAYS, closed_days
 
 
 @dataclass
@@ -27,17 +24,12 @@ class ErrorDaysCounted:
 def refresh_error_days(*, project: Project, now: dt.datetime) -> ErrorDaysCounted:
     """Recount the closed days of `project` (from its oldest activity day or 400 days ago, to
     yesterday) whose ErrorDay rows are missing or stale; drop rows outside those days."""
-    yesterday = today(now) - dt.timedelta(days=1)
-    outermost = not connection.in_atomic_block
-    with transaction.atomic():
-        if outermost:
-            snapshot()
-        oldest = active.raw_boundary(project=project)
+    with closed_days(project, now) as window:
+        oldest, first, yesterday = window.oldest, window.first, window.yesterday
         rows = ErrorDay.objects.filter(project=project)
         if oldest is None or oldest > yesterday:
             rows.delete()
             return ErrorDaysCounted(project=project.slug, days=0)
-        first = max(oldest, today(now) - dt.timedelta(days=MAX_DAYS))
         rows.exclude(day__gte=first, day__lte=yesterday).delete()
         # The day's event count is read before its events are grouped: should an event land in
         # between, the row claims fewer events than it counted and readers recount, never the

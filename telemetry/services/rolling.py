@@ -10,6 +10,8 @@ never served.
 """
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.db import connection, transaction
@@ -39,22 +41,33 @@ def refresh_rolling(*, project: Project, now: dt.datetime) -> RolledUp:
     return RolledUp(project=project.slug, days=days, periods=refresh_periods(project, now))
 
 
-def snapshot() -> None:
-    """One snapshot for a refresh's fingerprints and counts (PostgreSQL, outermost transaction
-    only): a row never claims events its counts did not see."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+@dataclass
+class ClosedDays:
+    oldest: dt.date | None  # the project's oldest activity day; None when it has none
+    first: dt.date | None  # the first day a refresh counts: `oldest` or MAX_DAYS ago
+    yesterday: dt.date  # the last closed day
+
+
+@contextmanager
+def closed_days(project: Project, now: dt.datetime) -> Iterator[ClosedDays]:
+    """The transaction a closed-period refresh runs in, with the days it counts.
+
+    Outermost on PostgreSQL, it reads at one snapshot (REPEATABLE READ): the refresh's
+    fingerprints and counts see the same events, so a row never claims events its counts did
+    not see."""
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        oldest = active.raw_boundary(project=project)
+        first = max(oldest, today(now) - dt.timedelta(days=MAX_DAYS)) if oldest else None
+        yield ClosedDays(oldest=oldest, first=first, yesterday=today(now) - dt.timedelta(days=1))
 
 
 def _refresh_days(project: Project, now: dt.datetime) -> int:
-    yesterday = today(now) - dt.timedelta(days=1)
-    oldest = active.raw_boundary(project=project)
-    first = max(oldest, today(now) - dt.timedelta(days=MAX_DAYS)) if oldest else None
-    outermost = not connection.in_atomic_block
-    with transaction.atomic():
-        if outermost:
-            snapshot()
+    with closed_days(project, now) as window:
+        first, yesterday = window.first, window.yesterday
         old = RollingActivity.objects.filter(project=project)
         if first is not None:
             old = old.exclude(day__gte=first, day__lte=yesterday)
@@ -119,17 +132,12 @@ def refresh_periods(project: Project, now: dt.datetime) -> int:
     """Recount the closed days, weeks and months of `project` (from its oldest activity day or
     400 days ago, to yesterday) whose ClosedPeriod row is missing or stale; drop the others.
     Returns the rows (re)counted."""
-    yesterday = today(now) - dt.timedelta(days=1)
-    outermost = not connection.in_atomic_block
-    with transaction.atomic():
-        if outermost:
-            snapshot()
-        oldest = active.raw_boundary(project=project)
+    with closed_days(project, now) as window:
+        oldest, first, yesterday = window.oldest, window.first, window.yesterday
         rows = ClosedPeriod.objects.filter(project=project)
         if oldest is None or oldest > yesterday:
             rows.delete()
             return 0
-        first = max(oldest, today(now) - dt.timedelta(days=MAX_DAYS))
         # Fingerprints before counts, as in _refresh_days.
         wanted = active.period_fingerprints(project=project, oldest=oldest, last=yesterday)
         want: dict[tuple[str, dt.date], str] = {}
