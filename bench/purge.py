@@ -75,26 +75,26 @@ SIZE_TABLES = ["telemetry_event", "telemetry_dailyactivity", "telemetry_install"
 PORTS = range(18300, 18400)
 
 
-def reset_database(url: str) -> None:
-    import psycopg
-
-    name = url.rsplit("/", 1)[1]
-    if not name.startswith("tm_bench_"):
-        sys.exit(f"bench/purge.py drops and recreates its database: {name!r} is not tm_bench_*")
-    admin = url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin.replace("postgres://", "postgresql://"), autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        c.execute(f'CREATE DATABASE "{name}"')
-    import redis
-
-    redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()  # db 7 is this benchmark's own
-
-
 def _admin():
     import psycopg
 
     url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
     return psycopg.connect(url.replace("postgres://", "postgresql://"), autocommit=True)
+
+
+def reset_database(url: str, *, template: str | None = None) -> None:
+    """Drop and recreate this benchmark's database, empty or as a copy of `template`, and
+    empty its Redis db (7, its own)."""
+    name = url.rsplit("/", 1)[1]
+    if not name.startswith("tm_bench_"):
+        sys.exit(f"bench/purge.py drops and recreates its database: {name!r} is not tm_bench_*")
+    copy = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
+    with _admin() as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        c.execute(f'CREATE DATABASE "{name}"{copy}')
+    import redis
+
+    redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
 
 
 def template_day(name: str) -> str | None:
@@ -117,16 +117,6 @@ def save_template(url: str, name: str, day: dt.date) -> None:
         c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         c.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}" STRATEGY FILE_COPY')
         c.execute(f"COMMENT ON DATABASE \"{name}\" IS '{day.isoformat()}'")
-
-
-def clone_template(url: str, name: str) -> None:
-    target = url.rsplit("/", 1)[1]
-    with _admin() as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
-        c.execute(f'CREATE DATABASE "{target}" TEMPLATE "{name}" STRATEGY FILE_COPY')
-    import redis
-
-    redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
 
 
 def ensure_partitions(start: dt.datetime, end: dt.datetime) -> str:
@@ -438,10 +428,7 @@ def main() -> None:
     loaded_on = template_day(args.template) if args.template else None
     if loaded_on and loaded_on != dt.datetime.now(dt.UTC).date().isoformat():
         sys.exit(f"template {args.template} was loaded on {loaded_on}: load it again today")
-    if loaded_on:
-        clone_template(url, args.template)
-    else:
-        reset_database(url)
+    reset_database(url, template=args.template if loaded_on else None)
     import django
 
     django.setup()
