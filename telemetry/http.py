@@ -1,6 +1,7 @@
 """Request helpers every front door shares: bounded body reads, JSON parsing, media types."""
 
 import json
+import math
 import re
 from typing import Any
 
@@ -56,15 +57,24 @@ def plain_text(body: bytes) -> bool:
     return _UNSTORABLE_ESCAPE.search(body) is None
 
 
-def parse_json(body: bytes) -> Any:
-    """json.loads that rejects NaN/Infinity, bad UTF-8 and absurd nesting with ValueError."""
-    text = body.decode("utf-8")  # UnicodeDecodeError is a ValueError
+def _finite(text: str) -> float:
+    # 1e400 is valid JSON that no float holds: read as infinity, no JSON column would store it.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def parse_json(body: bytes | str) -> Any:
+    """json.loads that rejects NaN/Infinity (and numbers that overflow to it), bad UTF-8 and
+    absurd nesting with ValueError."""
+    text = body.decode("utf-8") if isinstance(body, bytes) else body  # a ValueError if bad
 
     def no_constants(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
 
     try:
-        return json.loads(text, parse_constant=no_constants)
+        return json.loads(text, parse_constant=no_constants, parse_float=_finite)
     except RecursionError:
         raise ValueError("nested too deeply") from None
 

@@ -5,13 +5,13 @@ stored, rebuilt and mapped by the front door's own `event_from_payload`.
 """
 
 import datetime as dt
-import json
 import sqlite3
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
 from telemetry.contracts import voicemode
+from telemetry.http import parse_json
 from telemetry.imports import Item, Malformed, Source, d1, parse_moment
 from telemetry.ingest.schema import storable, storable_json
 from telemetry.models import Project
@@ -63,8 +63,9 @@ def item(
             "event_id": event_id,
             "telemetry_id": telemetry_id,
             "timestamp": timestamp,
-            "environment": json.loads(environment) if isinstance(environment, str) else None,
-            "usage": json.loads(usage) if isinstance(usage, str) else None,
+            # As the front door reads its body: no NaN or Infinity, however deep.
+            "environment": parse_json(environment) if isinstance(environment, str) else None,
+            "usage": parse_json(usage) if isinstance(usage, str) else None,
         }
     except ValueError:
         return Item(where, error=NOT_JSON)

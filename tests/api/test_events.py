@@ -310,6 +310,19 @@ def test_ids_with_a_trailing_newline_are_rejected(client):
     assert r.json()["field"] == "install_id"
 
 
+@pytest.mark.parametrize("number", ["1e400", "-2E+999"])
+def test_a_number_that_overflows_is_400_not_a_retry_later(client, number):
+    # Read as infinity, it reached PostgreSQL's JSON column, which refused it: a 503 and
+    # Retry-After for a body that can never be stored.
+    p = make_project()
+    body = json.dumps({"events": [native_event(), native_event(properties={"n": 1})]})
+    r = post(client, body.replace('"n": 1', f'"n": {number}'), p.ingest_key)
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_json"
+    assert number in r.json()["detail"]
+    assert Event.objects.count() == 0
+
+
 def test_absurdly_nested_json_is_400(client):
     p = make_project()
     r = post(client, "[" * 100_000 + "]" * 100_000, p.ingest_key)

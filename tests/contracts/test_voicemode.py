@@ -332,7 +332,19 @@ def test_the_message_table_lists_the_thirteen_messages_in_check_order():
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "body", ["{", "", "not json", '{"a": NaN}', b"\xff\xfe", "[" * 20000 + "]" * 20000]
+    "body",
+    [
+        "{",
+        "",
+        "not json",
+        '{"a": NaN}',
+        # A report whose number no float holds (read as infinity, PostgreSQL refused it: 503).
+        json.dumps(report(usage={"total_sessions": 7})).replace(
+            '"total_sessions": 7', '"total_sessions": 1e400'
+        ),
+        b"\xff\xfe",
+        "[" * 20000 + "]" * 20000,
+    ],
 )
 def test_invalid_json_is_a_400_not_the_workers_500(client, body):
     p = vm_project()

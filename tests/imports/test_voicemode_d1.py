@@ -209,3 +209,20 @@ def test_text_no_column_can_hold_is_refused_as_the_front_door_refuses_it(
     else:
         assert report.refusals == [{"row": "events row 1", "error": "Invalid JSON"}]
         assert not Event.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "usage", ['{"total_sessions": NaN}', '{"total_sessions": -Infinity}', "[" * 2000 + "]" * 2000]
+)
+def test_json_text_the_front_door_cannot_read_is_refused_not_a_failed_batch(
+    tmp_path, p, now, usage
+):
+    # The front door's parser refuses NaN, Infinity and absurd nesting in a body; the import
+    # refuses such a row, and stores the others (json.loads took NaN, and the batch failed).
+    rows = [voicemode_row(now - DAY), voicemode_row(now - DAY, usage=usage)]
+    report = run(p.project, FMT, store(tmp_path, rows), now)
+    assert (report.stored, report.refused) == (1, 1)
+    assert report.refusals == [
+        {"row": "events row 2", "error": "environment and usage must be JSON text"}
+    ]
+    assert Event.objects.filter(project=p.project).count() == 1

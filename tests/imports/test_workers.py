@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from telemetry.ingest import rollups
+from telemetry.ingest import pipeline, rollups
 from telemetry.models import DailySummary, Event
 from telemetry.services import imports, partitions
 from telemetry.services.imports import ImportFailed
@@ -89,13 +89,19 @@ def test_a_second_import_with_workers_stores_nothing(tmp_path, now):
     assert_rollups_exact(p)
 
 
-def test_a_row_the_database_refuses_rolls_back_only_its_batch(tmp_path, now):
+def test_a_row_the_database_refuses_rolls_back_only_its_batch(tmp_path, now, monkeypatch):
     p = make_project(contract="voicemode", retention_days=90).project
     rows = [
         voicemode_row(now - dt.timedelta(hours=200 - n), installs(4)[n % 4]) for n in range(200)
     ]
-    # JSON allows 1e400; no JSON column stores what Python reads it as (infinity).
-    rows[120]["usage"] = json.dumps({"total_sessions": 5}).replace("5", "1e400")
+    # No row the front door would take makes PostgreSQL refuse it (1e400, which did, is now
+    # refused as the door refuses it), so this row's staged JSON is spoiled on its way there:
+    # the workers fork with the patch.
+    rows[120]["usage"] = json.dumps({"total_sessions": 987654321})
+    dumps = pipeline._dumps
+    monkeypatch.setattr(
+        pipeline, "_dumps", lambda v: "Infinity" if "987654321" in dumps(v) else dumps(v)
+    )
     path = write_d1(tmp_path / "vm.sqlite", VOICEMODE_SCHEMA, {"events": rows})
     with pytest.raises(ImportFailed) as exc:
         run(p, FMT, path, now, batch_size=50, workers=2)
