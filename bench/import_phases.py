@@ -27,6 +27,7 @@ PHASES = [
     ("telemetry.services.imports", "_flush"),  # one batch mapped here
     ("telemetry.services.imports", "_analyze"),
     ("telemetry.services.imports", "_finish_fresh"),
+    ("telemetry.services.imports", "_write_held"),  # held days written (since session 7)
     ("telemetry.services.partitions", "ensure"),
     ("telemetry.ingest.pipeline", "store_staged"),
     ("telemetry.ingest.pipeline", "_run_store"),

@@ -355,6 +355,10 @@ class FreshDays:
 # Held rows written per transaction (FreshDays.attach): bigger groups fold installs fewer times
 # but hold the parents' and the projects table's locks longer.
 ATTACH_ROWS = 250_000
+# The group's rollup statement sorts its rows by install and by day several times over; with
+# PostgreSQL's default 4 MB each sort of 250,000 rows spills to disk (bench/RESULTS.md,
+# session 7: the statement 7.2-8.8 s a group, 5.1-6.1 s with this); for its transaction only.
+ATTACH_WORK_MEM = "128MB"
 
 
 def attach_fresh(days: list[dt.date]) -> dict[dt.date, int]:
@@ -380,6 +384,7 @@ def _attach_days(days: list[dt.date]) -> dict[dt.date, int]:
     have_activity = partitions.existing(parent=partitions.ACTIVITY)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL lock_timeout = '{partitions.LOCK_TIMEOUT}'")
+        cursor.execute(f"SET LOCAL work_mem = '{ATTACH_WORK_MEM}'")
         for day in days:
             name = partitions.partition_name(day)
             low, high = partitions.day_bounds(day)

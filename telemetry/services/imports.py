@@ -199,12 +199,15 @@ def import_events(
     def done(batch: _Batch) -> None:
         _count(report, history, batch)
         if batch.staged_rows:
-            _store_rows(batch.staged, batch.staged_rows, batch.days, report, touched, fresh)
+            days = _store_rows(batch.staged, batch.staged_rows, batch.days, report, touched, fresh)
         else:
-            _flush(project, batch.fresh, report, now, touched, fresh, dry_run=dry_run)
+            days = _flush(project, batch.fresh, report, now, touched, fresh, dry_run=dry_run)
         report.committed_rows += batch.rows
         if progress:
             progress(batch.rows)
+        if fresh is not None and days:
+            # Held days that no later row can reach any more, written while workers map on.
+            _write_held(fresh, report, touched, before=min(days))
 
     try:
         source = open_source(fmt, path, project=project, now=now, dataset=dataset)
@@ -216,15 +219,23 @@ def import_events(
         else:
             for items in _chunks(source.items, batch_size, report):
                 done(_split(items, oldest_kept))
-        _finish_fresh(fresh, report, touched)
+        if fresh is not None:
+            _write_held(fresh, report, touched)
     except Malformed as exc:
         _finish_committed(fresh, report, touched, dry_run)
         raise ImportFailed(exc, report) from None
+    except HeldNotStored as exc:
+        # Every batch read so far was committed; what failed is writing held days.
+        error = Malformed(
+            f"rows held for {exc.days} day(s) without a partition",
+            f"the database refused them ({type(exc.__cause__).__name__}); the rows stored"
+            " before stay, and running the import again stores the rest",
+        )
+        _finish_committed(fresh, report, touched, dry_run)
+        raise ImportFailed(error, report) from exc
     except DatabaseError as exc:
         # The batch's transaction was rolled back; the ones before it stay committed.
         where = f"rows {report.committed_rows + 1}-{report.rows}"
-        if report.committed_rows == report.rows:
-            where = "rows held for days without a partition"  # every batch was stored
         error = Malformed(where, f"the database refused the batch ({type(exc).__name__})")
         _finish_committed(fresh, report, touched, dry_run)
         raise ImportFailed(error, report) from exc
@@ -384,8 +395,9 @@ def _finish_committed(
     if dry_run:
         return
     try:
-        _finish_fresh(fresh, report, touched)
-    except DatabaseError:
+        if fresh is not None:
+            _write_held(fresh, report, touched)
+    except HeldNotStored:
         log.warning("import: rows held for new days not stored; run the import again")
     try:
         rollups.fold_rollups()
@@ -393,17 +405,27 @@ def _finish_committed(
         log.warning("import: rollups of the committed batches left to the fold job")
 
 
-def _finish_fresh(
-    fresh: "pipeline.FreshDays | None", report: ImportReport, touched: set[dt.date]
-) -> None:
-    """Write the days held for want of a partition (PostgreSQL), each in one transaction."""
-    if fresh is not None:
-        _count_attached(fresh.attach(), report, touched)
+class HeldNotStored(Exception):
+    """Writing held days failed (the database error is the cause); `days` were held."""
+
+    def __init__(self, days: int) -> None:
+        super().__init__(f"{days} held day(s) not stored")
+        self.days = days
 
 
-def _count_attached(
-    attached: tuple[int, int, set[dt.date]], report: ImportReport, touched: set[dt.date]
+def _write_held(
+    fresh: "pipeline.FreshDays",
+    report: ImportReport,
+    touched: set[dt.date],
+    *,
+    before: dt.date | None = None,
 ) -> None:
+    """Write the days held for want of a partition (PostgreSQL), in groups of one transaction
+    each: all of them, or those `before` a day once they are enough (FreshDays.attach_before)."""
+    try:
+        attached = fresh.attach() if before is None else fresh.attach_before(before)
+    except DatabaseError as exc:
+        raise HeldNotStored(len(fresh.held)) from exc
     stored, copies, days = attached
     report.stored += stored
     report.duplicates += copies
@@ -423,12 +445,13 @@ def _flush(
     held: "pipeline.FreshDays | None",
     *,
     dry_run: bool,
-) -> None:
-    """Store one batch in one transaction; count what was new and what was there already."""
+) -> set[dt.date]:
+    """Store one batch in one transaction; count what was new and what was there already.
+    Returns the days of its rows when `held` may have taken some (else none)."""
     fresh, known = _drop_stored_idless(project, fresh)
     report.duplicates += known
     if not fresh:
-        return
+        return set()
     events = [i.event for i in fresh]
     if dry_run:
         stored = _would_store(project, events)
@@ -436,8 +459,7 @@ def _flush(
         staged = pipeline.stage_imported_days(
             project=project, events=events, now=now, received_at=[i.received_at for i in fresh]
         )
-        _store_rows(staged, len(events), _days(events), report, touched, held)
-        return
+        return _store_rows(staged, len(events), _days(events), report, touched, held)
     else:
         days = {e.timestamp.astimezone(dt.UTC).date() for e in events}
         if partitions.partitioned():
@@ -450,6 +472,7 @@ def _flush(
     n = sum(stored)
     report.stored += n
     report.duplicates += len(stored) - n
+    return set()
 
 
 def _store_rows(
@@ -459,10 +482,10 @@ def _store_rows(
     report: ImportReport,
     touched: set[dt.date],
     fresh: "pipeline.FreshDays | None",
-) -> None:
+) -> set[dt.date]:
     """Store one batch of rows encoded by pipeline.stage_imported (mapped here or in a
     worker), in one transaction; the rows of days `fresh` holds are counted when it writes
-    them."""
+    them. Returns the batch's days."""
     held = fresh.pick(days) if fresh is not None else set()
     if days - held and partitions.partitioned():
         partitions.ensure(days - held)  # outside the transaction: DDL must not wait on it
@@ -477,8 +500,7 @@ def _store_rows(
     touched |= days - held
     report.stored += n
     report.duplicates += rows - n - now_held
-    if fresh is not None and days:
-        _count_attached(fresh.attach_before(min(days)), report, touched)
+    return days
 
 
 def _days(events: list[IncomingEvent]) -> set[dt.date]:

@@ -4,13 +4,14 @@ as a new table attached whole. What a user sees must be what the row-by-row stor
 import datetime as dt
 
 import pytest
-from django.db import IntegrityError, connection
+from django.db import IntegrityError, OperationalError, connection
 from django.test import Client
 from django.utils import timezone
 
 from telemetry.ingest import pipeline, rollups
 from telemetry.models import Event, Project
 from telemetry.services import partitions
+from telemetry.services.imports import ImportFailed
 from tests.factories import make_project
 from tests.imports.checks import assert_no_ip_hash, assert_rollups_exact, run
 from tests.imports.stores import VOICEMODE_SCHEMA, voicemode_row, write_d1
@@ -208,4 +209,34 @@ def test_a_row_for_a_day_written_early_is_stored_through_its_partition(now, monk
     assert sorted(store(events[3:])) == sorted(e.event_id for e in events[4:])
     assert Event.objects.filter(project=p).count() == 6
     rollups.fold_rollups()
+    assert_rollups_exact(p)
+
+
+def test_a_held_group_the_database_refuses_is_named_and_the_batches_before_it_stay(
+    tmp_path, now, monkeypatch
+):
+    monkeypatch.setattr(pipeline, "ATTACH_ROWS", 8)  # days 1-2 are written once day 3 comes
+    attach = pipeline.attach_fresh
+
+    def refuse(days):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(pipeline, "attach_fresh", refuse)
+    p = make_project(contract="voicemode", retention_days=90).project
+    first = (now - 40 * DAY).replace(hour=6, minute=0)
+    rows = [row for d in range(3) for row in rows_on(first + d * DAY, 5)]
+    path = write_d1(tmp_path / "vm.sqlite", VOICEMODE_SCHEMA, {"events": rows})
+    with pytest.raises(ImportFailed) as exc:
+        run(p, FMT, path, now, batch_size=4)
+    # Days 1-2 fail right after the last batch (rows 13-15, day 3) was committed to its hold:
+    # not "rows 13-15: the database refused the batch".
+    assert exc.value.error.where == "rows held for 3 day(s) without a partition"
+    assert exc.value.error.message.startswith("the database refused them (OperationalError)")
+    report = exc.value.report
+    assert (report.committed_rows, report.stored) == (15, 0)
+    assert not Event.objects.filter(project=p).exists()
+    # The same import again stores every row.
+    monkeypatch.setattr(pipeline, "attach_fresh", attach)
+    again = run(p, FMT, path, now, batch_size=4)
+    assert (again.stored, again.duplicates) == (15, 0)
     assert_rollups_exact(p)
