@@ -235,7 +235,11 @@ def active_series(*, project: Project, interval: str, start: dt.date, end: dt.da
             active.update(
                 active_counts(project=project, start=first_active, end=hi, interval=interval)
             )
-        new_by_day.update(new_counts(project=project, start=lo, end=hi))
+        # Installs first seen before the oldest activity day are only those the purge kept
+        # (active since): those days' new installs are the purge's snapshot, below.
+        new_from = lo if boundary is None else max(lo, boundary)
+        if new_from <= hi:
+            new_by_day.update(new_counts(project=project, start=new_from, end=hi))
         events_by_day.update(event_counts(project=project, start=lo, end=hi))
 
     purged_active: dict[dt.date, int] = {}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from telemetry.analytics import db
+from telemetry.analytics.active import raw_boundary
 from telemetry.analytics.periods import (
     DAY,
     WEEK,
@@ -92,10 +93,7 @@ def fingerprint(*, project: Project) -> str:
             [project.pk],
         )
         events, rows = cursor.fetchone()
-        cursor.execute(
-            "SELECT MIN(day) FROM telemetry_dailyactivity WHERE project_id = %s", [project.pk]
-        )
-        (oldest,) = cursor.fetchone()
+    oldest = raw_boundary(project=project)  # partition probes, read once per request
     return f"{events}:{rows}:{oldest or '-'}"
 
 

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import Count, DateField, Min, Q, Sum
 from django.db.models.functions import TruncDate
 
+from telemetry.analytics.active import raw_boundary
 from telemetry.analytics.periods import DAY, WEEK, periods
 from telemetry.ingest import rollups
 from telemetry.models import (
@@ -136,10 +137,11 @@ def snapshot_expiring(*, project: Project, now: dt.datetime) -> int:
     One transaction, before any delete: either every expiring day is summarised or none is.
     """
     keep_from = cutoff_day(project=project, now=now)
+    # The oldest activity day by partition probes (MIN(day) over ~90 expired activity
+    # partitions took 54-164 ms to plan and read at 10M events, bench/RESULTS.md session 6).
+    oldest_day = raw_boundary(project=project)
     oldest = [
-        DailyActivity.objects.filter(project=project, day__lt=keep_from).aggregate(d=Min("day"))[
-            "d"
-        ],
+        oldest_day if oldest_day is not None and oldest_day < keep_from else None,
         Install.objects.filter(project=project, first_seen__lt=day_start(keep_from)).aggregate(
             d=Min("first_seen")
         )["d"],
