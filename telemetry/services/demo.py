@@ -19,8 +19,10 @@ from django.db import connection, transaction
 from telemetry.ingest.rollups import rebuild_period_activity
 from telemetry.models import (
     ClosedPeriod,
+    CohortSummary,
     DailyActivity,
     DailyCount,
+    DailySummary,
     ErrorDay,
     Event,
     Install,
@@ -157,7 +159,10 @@ def seed_demo(
         if any(m.objects.filter(project=project).exists() for m in tables):
             if not replace:
                 raise ValueError(f"project {project.slug!r} has data already; use --replace")
-            for model in (*tables, RollingActivity, OsActivity, ClosedPeriod, ErrorDay):
+            # The purged days' anonymous snapshots too: a purge keeps a day's summary rather
+            # than count it again, so an old seed's would stand for the new one's days.
+            derived = (RollingActivity, OsActivity, ClosedPeriod, ErrorDay)
+            for model in (*tables, *derived, DailySummary, CohortSummary):
                 model.objects.filter(project=project).delete()
         with connection.cursor() as cursor:
             writer = Writer(cursor)

@@ -10,7 +10,15 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from telemetry.analytics import active
-from telemetry.models import DailyActivity, DailyCount, Event, Install, Project
+from telemetry.models import (
+    CohortSummary,
+    DailyActivity,
+    DailyCount,
+    DailySummary,
+    Event,
+    Install,
+    Project,
+)
 from telemetry.services.demo import seed_demo
 from tests.analytics.data import Brute
 from tests.factories import make_project
@@ -105,6 +113,20 @@ def test_command_creates_the_project_and_refuses_to_seed_twice(capsys):
         "--json",
     )
     assert Install.objects.count() == 5
+
+
+def test_replacing_a_seed_drops_the_old_seeds_purge_snapshots():
+    # A purge keeps a day's existing summary instead of counting the day again: an old seed's
+    # summaries would have stood for the new seed's days.
+    p = make_project(retention_days=30).project
+    now = timezone.now()
+    seed_demo(project=p, installs=30, events=400, days=30, seed=2, now=now)
+    old_day = now.date() - dt.timedelta(days=29)
+    DailySummary.objects.create(project=p, day=old_day, active_installs=999, new_installs=999)
+    CohortSummary.objects.create(project=p, week_start=old_day, size=999, retained=[999])
+    seed_demo(project=p, installs=5, events=50, days=30, seed=3, now=now, replace=True)
+    assert not DailySummary.objects.filter(project=p).exists()
+    assert not CohortSummary.objects.filter(project=p).exists()
 
 
 def test_command_rejects_impossible_sizes():
