@@ -4,11 +4,11 @@ native API's `event_from_native`, arrival times kept: export → import round-tr
 
 import csv
 import datetime as dt
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from telemetry.csvcells import FORMULA_START
+from telemetry.http import parse_json
 from telemetry.imports import Item, Malformed, Source, count_lines, json_lines, parse_moment
 from telemetry.ingest.schema import InvalidEvent, event_from_native
 from telemetry.models import Project
@@ -44,7 +44,8 @@ def _csv_items(path: Path, project: Project, now: dt.datetime) -> Iterator[Item]
                     raise Malformed(where, f"expected {len(FIELDS)} cells, found {len(cells)}")
                 record = dict(zip(FIELDS, (_unescape(c) for c in cells), strict=True))
                 try:
-                    record["properties"] = json.loads(record["properties"] or "{}")
+                    # As the ndjson lines and the API read JSON: NaN and 1e400 are not JSON.
+                    record["properties"] = parse_json(record["properties"] or "{}")
                 except ValueError:
                     raise Malformed(where, "properties is not JSON") from None
                 yield item(where, record, project=project, now=now)

@@ -1,6 +1,7 @@
 """Round trips between two installations: export_events → import_events gives the same events,
 and exporting them again gives the same file."""
 
+import csv
 import datetime as dt
 import io
 import json
@@ -10,7 +11,7 @@ from django.test import Client
 from django.utils import timezone
 
 from telemetry.models import Event
-from telemetry.services.exports import export_events
+from telemetry.services.exports import FIELDS, export_events
 from telemetry.services.imports import ImportFailed
 from tests.factories import ingest_at, make_project, native_event
 from tests.imports.checks import assert_no_ip_hash, assert_rollups_exact, run
@@ -119,3 +120,20 @@ def test_a_csv_without_the_export_header_is_malformed(tmp_path, now):
         run(make_project().project, "native-csv", path, now)
     assert exc.value.error.where == "line 1"
     assert "expected the export header" in exc.value.error.message
+
+
+@pytest.mark.parametrize("properties", ['{"x": NaN}', '{"x": 1e400}'])
+def test_csv_properties_no_json_column_holds_are_malformed_not_a_refused_batch(
+    tmp_path, client, now, properties
+):
+    # json.loads took both, and PostgreSQL refused the batch; the ndjson lines refuse them.
+    a = source_project(client, now)
+    rows = list(csv.reader(io.StringIO(exported(a.project, "csv"))))
+    rows[1][FIELDS.index("properties")] = properties
+    path = tmp_path / "x.csv"
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    with pytest.raises(ImportFailed) as exc:
+        run(make_project().project, "native-csv", path, now)
+    assert (exc.value.error.where, exc.value.error.message) == ("line 2", "properties is not JSON")
+    assert exc.value.report.stored == 0
