@@ -5,6 +5,7 @@ shared across processes and atomic, and a filesystem Celery broker. Production s
 REDIS_URL and CELERY_BROKER_URL (see README.md).
 """
 
+import hashlib
 from pathlib import Path
 
 import environ
@@ -137,9 +138,11 @@ else:
         }
     }
 RATELIMIT_USE_CACHE = "default"
-# django-ratelimit's default, set so that naming a key reads it instead of looking up a missing
-# setting (an AttributeError per key: a thousand per batch).
+# django-ratelimit's defaults, set so that naming a key reads them instead of looking up a
+# missing setting (an AttributeError per key: a thousand per batch). The hash is the function,
+# not its dotted path, which django-ratelimit would import again for every key.
 RATELIMIT_CACHE_PREFIX = "rl:"
+RATELIMIT_HASH_ALGORITHM = hashlib.sha256
 # What happens to ingest when the rate-limit cache is unreachable: 503 (closed) or accept (open).
 RATELIMIT_FAIL_OPEN = env.bool("RATELIMIT_FAIL_OPEN", default=False)
 # django-ratelimit warns about any backend outside its short list; diskcache is atomic and

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -22,7 +23,9 @@ class LimiterUnavailable(Exception):
     """The counter store did not answer; the caller fails closed or open per settings."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and a batch makes
+# a thousand of each.
+@dataclass(slots=True)
 class Charge:
     """Charge `n` hits to the counter (`group`, `value`) under `rate` such as "10/h"."""
 
@@ -32,7 +35,7 @@ class Charge:
     n: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Usage:
     key: str  # the counter's cache key, for a refund even after the window has moved on
     count: int  # the counter after this charge
@@ -63,13 +66,23 @@ def _redis_client(cache):
     return None
 
 
+def _namer(cache) -> Callable[[str], str]:
+    """The cache's full key for a key, as django-redis's make_key writes it, without wrapping
+    each of a batch's thousands of keys in its CacheKey class."""
+    key_func, prefix, version = cache.key_func, cache.key_prefix, cache.version
+    return lambda key: key_func(key, prefix, version)
+
+
 # Every counter of a request in one atomic script: one round trip and one command to pack,
 # where a MULTI of SET NX + INCRBY pairs costs the client more than the server for big batches.
 _CHARGE = """
 local counts = {}
 for i, key in ipairs(KEYS) do
-  redis.call('SET', key, 0, 'EX', ARGV[2 * i], 'NX')
-  counts[i] = redis.call('INCRBY', key, ARGV[2 * i - 1])
+  if redis.call('SET', key, ARGV[2 * i - 1], 'EX', ARGV[2 * i], 'NX') then
+    counts[i] = tonumber(ARGV[2 * i - 1])
+  else
+    counts[i] = redis.call('INCRBY', key, ARGV[2 * i - 1])
+  end
 end
 return counts
 """
@@ -108,7 +121,8 @@ def charge(charges: list[Charge]) -> list[Usage]:
     try:
         redis = _redis_client(cache)
         if redis is not None:
-            keys = [str(redis.make_key(key)) for key, *_ in prepared]
+            name = _namer(cache)
+            keys = [name(key) for key, *_ in prepared]
             client = redis.get_client(write=True)
             args = []
             for c, (_key, _window, _limit, period) in zip(charges, prepared, strict=True):
@@ -164,8 +178,12 @@ end
 local counts = {}
 for i = 1, ncounters do
   if add[i] > 0 then
-    redis.call('SET', KEYS[i], 0, 'EX', ARGV[2 + i], 'NX')
-    counts[i] = redis.call('INCRBY', KEYS[i], add[i])
+    -- A new window's counter starts at this charge: one call where SET NX + INCRBY are two.
+    if redis.call('SET', KEYS[i], add[i], 'EX', ARGV[2 + i], 'NX') then
+      counts[i] = add[i]
+    else
+      counts[i] = redis.call('INCRBY', KEYS[i], add[i])
+    end
   else
     counts[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
   end
@@ -204,8 +222,9 @@ def admit(
     try:
         redis = _redis_client(cache)
         if redis is not None:
-            counter_keys = [str(redis.make_key(key)) for key, *_ in prepared]
-            claim_keys = [str(redis.make_key(k)) if k else None for k in claims]
+            name = _namer(cache)
+            counter_keys = [name(key) for key, *_ in prepared]
+            claim_keys = [name(k) if k else None for k in claims]
             args: list = [claim_ttl, len(counters)]
             args += [period + EXPIRATION_FUDGE for *_, period in prepared]
             for install, key in zip(installs, claim_keys, strict=True):

@@ -598,21 +598,28 @@ def _first_copies(events: list[IncomingEvent], outcomes: list[Outcome | None]) -
 
 def _rows(project: Project, events: list[IncomingEvent], ip_hash: str, now: dt.datetime) -> list:
     """One telemetry_event row (column order of _EVENT_COLUMNS) per event, plus its
-    dedupe_any_time flag last (not a column: it decides whether the row is inserted)."""
-    ops = connection.ops
-    received = ops.adapt_datetimefield_value(now)
+    dedupe_any_time flag last (not a column: it decides whether the row is inserted).
+
+    Times are as the connection binds them; on PostgreSQL, ISO 8601 text, since the rows
+    travel as one JSON document (`_store_postgres`)."""
+    if connection.vendor == "postgresql":
+        stamp = dt.datetime.isoformat
+    else:
+        stamp = connection.ops.adapt_datetimefield_value
+    received = stamp(now)
+    redacting = project.redact_pii
     return [
         (
             project.pk,
             e.event_id,
             e.install_id,
             e.name,
-            ops.adapt_datetimefield_value(e.timestamp),
+            stamp(e.timestamp),
             received,
             e.session_id,
             e.app_version,
             e.os,
-            redact(e.properties) if project.redact_pii else e.properties,
+            redact(e.properties) if redacting else e.properties,
             ip_hash,
             e.dedupe_any_time,
         )
@@ -681,7 +688,7 @@ def _store_postgres(rows: list) -> list[str | None]:
     """Run the store statement for the rows; the event ids (None for id-less) of the rows
     stored."""
     sql = _STORE_ANY_TIME_SQL if any(r[-1] for r in rows) else _STORE_POSTGRES_SQL
-    return _run_store(sql, [_dumps([_json_row(r) for r in rows])])
+    return _run_store(sql, [_dumps(rows)])
 
 
 def _run_store(sql: str, params: list | None) -> list[str | None]:
@@ -707,10 +714,6 @@ def _execute_prepared(sql: str, params: list | None) -> list[tuple]:
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params, prepare=True)
         return cursor.fetchall()
-
-
-def _json_row(row: tuple) -> dict:
-    return {f"c{i}": value for i, value in enumerate(row)}
 
 
 def _store_sqlite(project: Project, events: list[IncomingEvent], rows: list) -> list[bool]:
@@ -752,7 +755,14 @@ def _iso(value):
 _dumps = json.JSONEncoder(separators=(",", ":"), default=_iso).encode
 
 
-_JSON_SOURCE = f"jsonb_to_recordset(%s::jsonb) AS x({_ROW_TYPES})"
+# The rows arrive as one JSON array of arrays, each element taken by its position: the encoder
+# in C writes it at a fifth of the cost of one object per row (keys repeated a thousand times),
+# and PostgreSQL reads a jsonb array element by its offset instead of looking up keys.
+_JSON_COLUMNS = ", ".join(
+    f"j -> {i} AS {name}" if kind == "jsonb" else f"(j ->> {i})::{kind} AS {name}"
+    for i, (name, kind) in enumerate(column.split() for column in _ROW_TYPES.split(","))
+)
+_JSON_SOURCE = f"(SELECT {_JSON_COLUMNS} FROM jsonb_array_elements(%s::jsonb) AS j) AS x"
 # Only rows flagged dedupe_any_time look for their id on every day; the check names the parent
 # table without a time bound, so planning it touches every partition. Live requests without
 # such a row use the statement without it, so that the common case never pays for it.

@@ -247,3 +247,32 @@ def test_a_window_rollover_resets_the_counter_and_retry_after_is_the_real_wait(c
     r = post(client, native_event(install_id=install), p.ingest_key)
     assert r.status_code == 429
     assert abs(int(r["Retry-After"]) - 3600) <= 1  # a whole window from its first second
+
+
+@pytest.mark.django_db
+def test_a_new_counter_holds_its_first_charge_and_expires_with_its_window():
+    # The counter a window's first charge creates starts at that charge and carries the
+    # window's expiry: django-ratelimit reads the same key, and a counter never outlives it.
+    from django.core.cache import cache
+    from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key
+
+    p = make_project(install_rate="100/h", ip_rate="1000/h").project
+    now = dt.datetime.now(dt.UTC)
+    events = [
+        IncomingEvent(install_id="inst_first001", name="app.start", timestamp=now, event_id=eid)
+        for eid in ("evt_first001", "evt_first002", "evt_first003")
+    ]
+    result = ingest(project=p, events=events, client_ip="203.0.113.9", limit_key="gateway")
+    assert [o.status for o in result.outcomes] == [ACCEPTED] * 3
+    for group, value, rate, period in (
+        (f"tm:{p.pk}:install", "inst_first001", p.install_rate, 3600),
+        (f"tm:{p.pk}:key", "gateway", p.ip_rate, 3600),
+    ):
+        key = _make_cache_key(group, _get_window(value, period), rate, value, None)
+        assert cache.get(key) == 3
+        if hasattr(cache, "ttl"):  # Redis
+            assert 0 < cache.ttl(key) <= period + EXPIRATION_FUDGE
+    (usage,) = limits.charge([limits.Charge(f"tm:{p.pk}:key", "gateway", p.ip_rate, 2)])
+    assert usage.count == 5
+    (usage,) = limits.charge([limits.Charge(f"tm:{p.pk}:key", "other", p.ip_rate, 2)])
+    assert usage.count == 2

@@ -97,20 +97,9 @@ def test_a_statement_that_commits_after_a_fold_is_folded_by_the_next_one_once():
         project=p, events=[event("inst_early01", now, "evt_early01")], client_ip="192.0.2.1"
     )
     # Another web process's statement, still open when the fold runs.
-    row = {
-        "c0": p.pk,
-        "c1": "evt_late0001",
-        "c2": "inst_late001",
-        "c3": "app.start",
-        "c4": now.isoformat(),
-        "c5": now.isoformat(),
-        "c6": "",
-        "c7": "2.0",
-        "c8": "linux",
-        "c9": {},
-        "c10": "",
-        "c11": False,
-    }
+    # One row as the store statement takes it: the telemetry_event columns, then the flag.
+    row = [p.pk, "evt_late0001", "inst_late001", "app.start", now.isoformat(), now.isoformat()]
+    row += ["", "2.0", "linux", {}, "", False]
     with psycopg.connect(shared_database_url()) as late:
         late.execute(pipeline._STORE_POSTGRES_SQL, [json.dumps([row])])
         assert fold_rollups() == 1  # the committed one only
