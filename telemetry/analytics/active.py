@@ -413,6 +413,11 @@ def period_fingerprints(*, project: Project, oldest: dt.date, last: dt.date) -> 
     purge moves `oldest` (and with it every sum); deleting an install clears the rows. Read
     from DailyCount, one row per day, event name and shard."""
     per_day = daily_events(project=project, first=oldest, last=last)
+    return fingerprints_from(per_day, oldest=oldest, last=last)
+
+
+def fingerprints_from(per_day: dict[dt.date, int], *, oldest: dt.date, last: dt.date) -> dict:
+    """`period_fingerprints` from events per day already read (at least [oldest, last])."""
     out: dict[dt.date, str] = {}
     total, day = 0, oldest
     while day <= last:

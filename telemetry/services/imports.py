@@ -8,6 +8,7 @@ the main process stores the batches already mapped, in file order.
 """
 
 import datetime as dt
+import gc
 import itertools
 import json
 import logging
@@ -343,7 +344,9 @@ def _map_in_workers(
     failure anywhere ends the pool, and the batches not stored yet are dropped with it."""
     _WORK.update(map_row=source.map_row, project=project, now=now, oldest_kept=oldest_kept)
     try:
-        with multiprocessing.get_context("fork").Pool(n) as pool:
+        # Each worker starts by freezing what it inherited (Django, the app, the reader): the
+        # collector's full passes, which a batch of mapped rows sets off, then skip it.
+        with multiprocessing.get_context("fork").Pool(n, initializer=gc.freeze) as pool:
             pending: deque = deque()
             for rows in _chunks(source.rows, batch_size, report):
                 pending.append(pool.apply_async(_map_batch, (rows,)))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from django.db import connection, transaction
 from django.db.models import Sum
 
+from telemetry.analytics import active
 from telemetry.ingest import rollups
 from telemetry.models import (
     Batch,
@@ -37,7 +38,7 @@ from telemetry.models import (
     Project,
     RollingActivity,
 )
-from telemetry.services import aggregates, maintenance, partitions
+from telemetry.services import aggregates, maintenance, partitions, rolling
 from telemetry.services.locks import job_lock
 from telemetry.services.stats import day_start
 
@@ -282,6 +283,7 @@ def _purge(
         raise ValueError("batch_size must be at least 1")
     results: dict[int, PurgeCounts] = {}
     keep_from: dict[int, dt.date] = {}
+    oldest_before: dict[int, dt.date | None] = {}
     # Queued rollups first: the snapshots must count every stored event, and a row folded
     # after the purge would bring back activity it removed.
     rollups.fold_rollups()
@@ -291,6 +293,7 @@ def _purge(
         results[p.pk].deleted = {label: 0 for label, *_ in _TARGETS}
         # Snapshots first: a drop or delete never takes rows whose totals are not kept.
         results[p.pk].summaries = aggregates.snapshot_expiring(project=p, now=now)
+        oldest_before[p.pk] = active.raw_boundary(project=p)
     labels = {label for label, *_ in _TARGETS}
     touched: set[str] = set()
     if projects:
@@ -338,6 +341,8 @@ def _purge(
             gone, _ = model.objects.filter(project=p, **{f"{column}__lt": keep_from[p.pk]}).delete()
             if gone:
                 touched.add(model._meta.db_table)
+        if rolling.carry_periods(project=p, oldest_before=oldest_before[p.pk]):
+            touched.add(ClosedPeriod._meta.db_table)
     counts = [results[p.pk] for p in projects]
     _analyze(counts, touched, partitioned={name for name, *_ in _TARGETS} - labels)
     return counts

@@ -352,13 +352,76 @@ def test_a_late_event_that_moves_an_install_first_day_never_serves_the_old_count
     assert_series_are_brute_force(p.project, start, now.date())
 
 
-def test_a_purge_never_serves_a_closed_period_counted_before_it(client):
+def test_a_purge_carries_the_closed_periods_it_leaves_whole_and_they_stay_exact(client):
     p, now, cutoff = refreshed_then_purged(client, seed=54, days=70)
     assert not ClosedPeriod.objects.filter(project=p.project, start__lt=cutoff).exists()
-    assert ClosedPeriod.objects.filter(project=p.project).exists()  # stale now, kept
+    oldest = active.raw_boundary(project=p.project)
+    kept = ClosedPeriod.objects.filter(project=p.project, start__gte=oldest)
+    assert kept.count() > 30
+    # Every row left is current for the new oldest day: readers serve it, and it is right.
+    for interval, kind in (("day", "d"), ("week", "w"), ("month", "m")):
+        rows = kept.filter(period=kind)
+        served = active.closed_periods(
+            project=p.project, interval=interval, first=oldest, last=now.date()
+        )
+        assert set(served) == set(rows.values_list("start", flat=True)), interval
     start = now.date() - dt.timedelta(days=39)
     assert_series_are_brute_force(p.project, start, now.date(), purged=True)
-    assert rolling.refresh_rolling(project=p.project, now=now).periods > 0
+    assert rolling.refresh_rolling(project=p.project, now=now).periods == 0
+    assert_series_are_brute_force(p.project, start, now.date(), purged=True)
+
+
+def test_a_purge_carries_only_rows_that_were_current_before_it(client):
+    p = seeded_project(client, seed=60, days=70)
+    now = timezone.now()
+    rolling.refresh_rolling(project=p.project, now=now)
+    week = period_start(now.date(), "week") - dt.timedelta(days=14)
+    rows = ClosedPeriod.objects.filter(project=p.project, period="w")
+    # One row served as it is (its counts marked, its fingerprint current), one stale.
+    rows.filter(start=week).update(active_installs=9999)
+    rows.filter(start=week - dt.timedelta(days=7)).update(fingerprint="0:2000-01-01")
+    p.project.retention_days = 40
+    p.project.save(update_fields=["retention_days"])
+    purge.purge(now=now)
+    (marked,) = active.active_series(project=p.project, interval="week", start=week, end=week)
+    assert marked.active_installs == 9999  # carried over, not recounted
+    stale = week - dt.timedelta(days=7)
+    assert stale not in active.closed_periods(
+        project=p.project, interval="week", first=stale, last=stale
+    )
+    brute = Brute(p.project)
+    (s,) = active.active_series(project=p.project, interval="week", start=stale, end=stale)
+    assert s.active_installs == brute.active(stale, stale + dt.timedelta(days=6))
+
+
+def test_a_late_event_before_the_carry_leaves_its_periods_to_the_refresh(client, monkeypatch):
+    p = seeded_project(client, seed=61, days=70)
+    now = timezone.now()
+    rolling.refresh_rolling(project=p.project, now=now)
+    oldest_before = active.raw_boundary(project=p.project)
+    p.project.retention_days = 40
+    p.project.save(update_fields=["retention_days"])
+    carry = rolling.carry_periods
+    monkeypatch.setattr(rolling, "carry_periods", lambda **kw: 0)
+    purge.purge(now=now)
+    # An event lands late in a closed day after the purge's drops, before its carry.
+    late = now.date() - dt.timedelta(days=10)
+    ingest_at(p.project, dt.datetime.combine(late, dt.time(12), dt.UTC), "inst_late_carry1")
+    fold()
+    carried = carry(project=p.project, oldest_before=oldest_before)
+    oldest = active.raw_boundary(project=p.project)
+    served = {
+        (interval, start)
+        for interval in ("day", "week", "month")
+        for start in active.closed_periods(
+            project=p.project, interval=interval, first=oldest, last=now.date()
+        )
+    }
+    assert carried == len(served) > 10
+    # Only periods that end before the late day: the others count it, the rows do not.
+    assert all(period_end(start, interval) < late for interval, start in served)
+    assert ("day", late - dt.timedelta(days=1)) in served
+    start = now.date() - dt.timedelta(days=39)
     assert_series_are_brute_force(p.project, start, now.date(), purged=True)
 
 
