@@ -86,6 +86,12 @@ def counts_query(
 def fingerprint(*, project: Project) -> str:
     """What the cohort cells are computed from, in two small reads: any accepted event moves
     the event total, a purge moves the oldest activity day (deletions invalidate explicitly)."""
+    oldest = raw_boundary(project=project)  # partition probes, read once per request
+    return fingerprint_of(event_totals(project=project), oldest)
+
+
+def event_totals(*, project: Project) -> tuple[int, int]:
+    """(events counted, DailyCount rows) of the project: one read, `fingerprint`'s first half."""
     with db.connection().cursor() as cursor:
         cursor.execute(
             "SELECT COALESCE(SUM(events), 0), COUNT(*) FROM telemetry_dailycount"
@@ -93,7 +99,11 @@ def fingerprint(*, project: Project) -> str:
             [project.pk],
         )
         events, rows = cursor.fetchone()
-    oldest = raw_boundary(project=project)  # partition probes, read once per request
+    return int(events), int(rows)
+
+
+def fingerprint_of(totals: tuple[int, int], oldest: dt.date | None) -> str:
+    events, rows = totals
     return f"{events}:{rows}:{oldest or '-'}"
 
 

@@ -11,12 +11,15 @@ from dataclasses import dataclass
 
 from django.db import IntegrityError, connection, transaction
 
+from telemetry.analytics.active import raw_boundary
 from telemetry.analytics.periods import DAY, WEEK, period_start, today
 from telemetry.analytics.retention import (
     COHORT_ROLLUP,
     MAX_COHORTS,
     counts_query,
+    event_totals,
     fingerprint,
+    fingerprint_of,
 )
 from telemetry.ingest import rollups
 from telemetry.models import CohortActivity, Project, RollupState
@@ -68,6 +71,37 @@ def refresh_cohorts(*, project: Project, now: dt.datetime) -> Refreshed:
         state.refreshed_at = now
         state.save(update_fields=["fingerprint", "as_of", "refreshed_at"])
     return Refreshed(project=project.slug, cells=cells)
+
+
+def carry(*, project: Project, oldest_before: dt.date | None, keep_from: dt.date) -> int:
+    """After a purge that kept days from `keep_from` on and moved the oldest activity day on
+    from `oldest_before`: if the cells were current before it, drop those of periods before
+    `keep_from` and give the rest the new fingerprint, instead of leaving the whole grid to be
+    counted by readers until the next refresh. Returns the cells dropped.
+
+    A recount would find exactly that: the purge deletes the activity and period rows before
+    `keep_from` and the installs last seen before it, and a cell of a later period counts
+    installs active in it, whose first day and whose rows stay. (At 10M events, readers
+    counting the grid after a purge took the retention page to ~625 ms until the job ran:
+    bench/RESULTS.md, session 8.) The state row is locked as a refresh locks it, and both
+    fingerprints come from one read of the event totals: an event counted in between leaves the
+    grid to the refresh."""
+    with transaction.atomic():
+        state = (
+            RollupState.objects.select_for_update()
+            .filter(project=project, name=COHORT_ROLLUP)
+            .first()
+        )
+        oldest = raw_boundary(project=project)
+        if state is None or oldest_before is None or oldest is None or oldest <= oldest_before:
+            return 0
+        totals = event_totals(project=project)
+        if state.fingerprint != fingerprint_of(totals, oldest_before):
+            return 0
+        dropped, _ = CohortActivity.objects.filter(project=project, start__lt=keep_from).delete()
+        state.fingerprint = fingerprint_of(totals, oldest)
+        state.save(update_fields=["fingerprint"])
+    return dropped
 
 
 def invalidate(*, project: Project) -> None:

@@ -27,6 +27,7 @@ from telemetry.ingest import rollups
 from telemetry.models import (
     Batch,
     ClosedPeriod,
+    CohortActivity,
     DailyActivity,
     DailyCount,
     DailySummary,
@@ -38,7 +39,7 @@ from telemetry.models import (
     Project,
     RollingActivity,
 )
-from telemetry.services import aggregates, maintenance, partitions, rolling
+from telemetry.services import aggregates, cohorts, maintenance, partitions, rolling
 from telemetry.services.locks import job_lock
 from telemetry.services.stats import day_start
 
@@ -343,6 +344,8 @@ def _purge(
                 touched.add(model._meta.db_table)
         if rolling.carry_periods(project=p, oldest_before=oldest_before[p.pk]):
             touched.add(ClosedPeriod._meta.db_table)
+        if cohorts.carry(project=p, oldest_before=oldest_before[p.pk], keep_from=keep_from[p.pk]):
+            touched.add(CohortActivity._meta.db_table)
     counts = [results[p.pk] for p in projects]
     _analyze(counts, touched, partitioned={name for name, *_ in _TARGETS} - labels)
     return counts

@@ -6,13 +6,16 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from telemetry.analytics.retention import COHORT_ROLLUP, retention
+from telemetry.analytics.active import raw_boundary
+from telemetry.analytics.periods import period_start
+from telemetry.analytics.retention import COHORT_ROLLUP, _rollup_counts, retention
 from telemetry.models import CohortActivity, RollupState
+from telemetry.services import aggregates, cohorts, purge
 from telemetry.services.cohorts import refresh_cohorts, refresh_stale
 from telemetry.services.deletion import delete_install
 from telemetry.services.demo import seed_demo
 from tests.analytics.data import Brute
-from tests.factories import ingest_at, make_project
+from tests.factories import fold, ingest_at, make_project
 
 pytestmark = pytest.mark.django_db
 
@@ -105,3 +108,60 @@ def test_refresh_is_idempotent_and_a_new_day_is_recounted(seeded):
 def test_projects_without_events_are_left_alone():
     make_project()
     assert refresh_stale(now=timezone.now()) == []
+
+
+def _cut(project, now, days):
+    """Lower the project's retention to `days` and purge: the first day kept."""
+    project.retention_days = days
+    project.save(update_fields=["retention_days"])
+    purge.purge(now=now)
+    return aggregates.cutoff_day(project=project, now=now)
+
+
+def _served(project, period, n, now) -> bool:
+    """Whether the grid's cells come from the cohort rollup (not counted)."""
+    step = dt.timedelta(days=7 if period == "week" else 1)
+    current = period_start(now.date(), period)
+    first, until = current - step * (n - 1), current + step
+    return _rollup_counts(project, period, first, until, now) is not None
+
+
+def test_a_purge_carries_the_cells_and_the_grid_is_what_a_recount_gives(seeded):
+    project, now = seeded
+    keep_from = _cut(project, now, 30)
+    assert not CohortActivity.objects.filter(project=project, start__lt=keep_from).exists()
+    assert CohortActivity.objects.filter(project=project, start__gte=keep_from).exists()
+    grids = {}
+    for period, n in (("week", 12), ("day", 60)):
+        assert _served(project, period, n, now), period
+        grids[period] = _grid(project, period, n, now)
+    refresh_cohorts(project=project, now=now)  # a recount from what the purge left
+    for period, n in (("week", 12), ("day", 60)):
+        assert _grid(project, period, n, now) == grids[period], period
+    assert refresh_stale(now=now) == []
+
+
+def test_cells_stale_before_the_purge_are_not_carried(seeded):
+    project, now = seeded
+    ingest_at(project, now, "inst_brand_new_3")  # the cells no longer hold
+    _cut(project, now, 30)
+    assert not _served(project, "week", 12, now)
+    counted = _grid(project, "week", 12, now)
+    assert counted[-1][1] >= 1  # the newcomer's cohort
+    refresh_cohorts(project=project, now=now)
+    assert _served(project, "week", 12, now)
+    assert _grid(project, "week", 12, now) == counted
+
+
+def test_an_event_counted_before_the_carry_leaves_the_grid_to_the_refresh(seeded, monkeypatch):
+    project, now = seeded
+    oldest_before = raw_boundary(project=project)
+    carry = cohorts.carry
+    monkeypatch.setattr(cohorts, "carry", lambda **kw: 0)
+    keep_from = _cut(project, now, 30)
+    ingest_at(project, now - dt.timedelta(days=3), "inst_late_cohort")
+    fold()
+    assert carry(project=project, oldest_before=oldest_before, keep_from=keep_from) == 0
+    assert not _served(project, "week", 12, now)
+    assert [r.project for r in refresh_stale(now=now)] == [project.slug]
+    assert _served(project, "week", 12, now)
