@@ -119,24 +119,37 @@ def storable_json(text: str, *, depth: int = 1, max_depth: int = 16) -> bool:
 
 def _too_deep(value: Any, levels: int) -> bool:
     """Whether objects and arrays nest more than `levels` deep; looks no further than that,
-    so any nesting the JSON parser accepted is answered without deep recursion."""
+    so any nesting the JSON parser accepted is answered without deep recursion. Scalars are
+    passed over, not called for: most properties are flat."""
     if isinstance(value, dict):
         value = value.values()
     elif not isinstance(value, list):
         return False
-    return levels == 0 or any(_too_deep(v, levels - 1) for v in value)
+    if levels == 0:
+        return True
+    inner = [v for v in value if isinstance(v, dict | list)]
+    return any(_too_deep(v, levels - 1) for v in inner)
 
 
 def _check_strings(value: Any, path: str) -> None:
-    if isinstance(value, str):
-        if len(value) > MAX_STRING:
-            raise InvalidEvent(path, f"string longer than {MAX_STRING} characters")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _check_strings(v, f"{path}.{k}")
+    """No string longer than MAX_STRING; the error names its path (`properties.a[2].b`), which
+    is written out only for a container or the string that fails."""
+    if isinstance(value, dict):
+        pairs, step = value.items(), "{}.{}"
     elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_strings(v, f"{path}[{i}]")
+        pairs, step = enumerate(value), "{}[{}]"
+    else:
+        if isinstance(value, str) and len(value) > MAX_STRING:
+            raise InvalidEvent(path, f"string longer than {MAX_STRING} characters")
+        return
+    for key, v in pairs:
+        if isinstance(v, str):
+            if len(v) > MAX_STRING:
+                raise InvalidEvent(
+                    step.format(path, key), f"string longer than {MAX_STRING} characters"
+                )
+        elif isinstance(v, dict | list):
+            _check_strings(v, step.format(path, key))
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
