@@ -9,7 +9,6 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -66,13 +65,6 @@ def _redis_client(cache):
     return None
 
 
-def _namer(cache) -> Callable[[str], str]:
-    """The cache's full key for a key, as django-redis's make_key writes it, without wrapping
-    each of a batch's thousands of keys in its CacheKey class."""
-    key_func, prefix, version = cache.key_func, cache.key_prefix, cache.version
-    return lambda key: key_func(key, prefix, version)
-
-
 # Every counter of a request in one atomic script: one round trip and one command to pack,
 # where a MULTI of SET NX + INCRBY pairs costs the client more than the server for big batches.
 _CHARGE = """
@@ -121,8 +113,9 @@ def charge(charges: list[Charge]) -> list[Usage]:
     try:
         redis = _redis_client(cache)
         if redis is not None:
-            name = _namer(cache)
-            keys = [name(key) for key, *_ in prepared]
+            # The cache's own make_key: the same string as its client's, which wraps each of a
+            # batch's thousands of keys in a CacheKey object first.
+            keys = [cache.make_key(key) for key, *_ in prepared]
             client = redis.get_client(write=True)
             args = []
             for c, (_key, _window, _limit, period) in zip(charges, prepared, strict=True):
@@ -222,9 +215,8 @@ def admit(
     try:
         redis = _redis_client(cache)
         if redis is not None:
-            name = _namer(cache)
-            counter_keys = [name(key) for key, *_ in prepared]
-            claim_keys = [name(k) if k else None for k in claims]
+            counter_keys = [cache.make_key(key) for key, *_ in prepared]
+            claim_keys = [cache.make_key(k) if k else None for k in claims]
             args: list = [claim_ttl, len(counters)]
             args += [period + EXPIRATION_FUDGE for *_, period in prepared]
             for install, key in zip(installs, claim_keys, strict=True):
