@@ -260,3 +260,51 @@ def test_the_error_day_rollup_arrives_and_leaves_without_losing_anything():
         executor = MigrationExecutor(connection)
         executor.loader.build_graph()
         executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+STATISTICS_BEFORE = ERRORS_AFTER
+STATISTICS_AFTER = [("telemetry", "0013_event_properties_statistics")]
+
+
+def statistics_targets() -> set[int]:
+    """The `properties` statistics targets of the events' parent and every partition."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT attstattarget FROM pg_attribute WHERE attname = 'properties'"
+            " AND (attrelid = 'telemetry_event'::regclass OR attrelid IN"
+            " (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'telemetry_event'::regclass))"
+        )
+        return {target for (target,) in cursor.fetchall()}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_analyze_stops_gathering_properties_statistics_on_existing_partitions_and_keeps_rows():
+    from django.utils import timezone
+
+    from telemetry.services.demo import seed_demo
+    from tests.factories import make_project
+
+    if connection.vendor != "postgresql":
+        pytest.skip("per-column statistics targets are PostgreSQL's")
+    project = make_project().project
+    seed_demo(project=project, installs=20, events=600, days=10, seed=13, now=timezone.now())
+    tables = ["telemetry_event", "telemetry_install", "telemetry_dailyactivity"]
+    migrate(STATISTICS_BEFORE)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "ALTER TABLE telemetry_event ALTER COLUMN properties SET STATISTICS -1"
+            )  # as a database migrated before 0013 has it
+        before = {t: table_rows(t) for t in tables}
+        assert len(before["telemetry_event"]) >= 600
+        assert statistics_targets() == {-1}
+        migrate(STATISTICS_AFTER)
+        assert statistics_targets() == {0}
+        assert {t: table_rows(t) for t in tables} == before
+        migrate(STATISTICS_BEFORE)
+        assert statistics_targets() == {-1}
+        assert {t: table_rows(t) for t in tables} == before
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())

@@ -449,6 +449,7 @@ def _create_bounded(cursor, name: str, parent: str, key: str, low, high) -> None
     """A plain table shaped as `parent`, CHECKed to one partition's bounds before any row is in
     it, so that ATTACH PARTITION need not scan it."""
     cursor.execute(f"CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS)")
+    partitions.skip_statistics(cursor, name, parent)
     cursor.execute(
         f'ALTER TABLE {name} ADD CONSTRAINT {name}_bounds CHECK ("{key}" >= %s AND "{key}" < %s)',
         [low, high],

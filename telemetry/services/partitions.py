@@ -32,6 +32,11 @@ DETACH_ATTEMPTS = 3
 DETACH_RETRY_PAUSE = 0.05
 # Detached tables dropped per transaction: each holds its table's and indexes' locks until commit.
 DROP_TABLES_PER_TRANSACTION = 64
+# Columns ANALYZE skips (statistics target 0), set on each new partition too: a partition made
+# by PARTITION OF or LIKE does not inherit its parent's targets. Every filter on `properties` is
+# on one of its keys, an expression the planner estimates without them, and gathering them
+# (detoasting and comparing whole documents) was half of an event partition's ANALYZE.
+NO_STATISTICS = {PARENT: ("properties",), ACTIVITY: ()}
 
 
 class PartitionUnavailable(Exception):
@@ -94,6 +99,19 @@ def create_sql(day: dt.date, parent: str = PARENT) -> str:
     )
 
 
+def create(cursor, day: dt.date, parent: str = PARENT) -> None:
+    """Create `day`'s partition of `parent` if it is missing, statistics targets included."""
+    cursor.execute(create_sql(day, parent))
+    skip_statistics(cursor, partition_name(day, parent), parent)
+
+
+def skip_statistics(cursor, table: str, parent: str = PARENT) -> None:
+    """Give `table`, a partition (or one to be attached) of `parent`, the NO_STATISTICS targets."""
+    if skipped := NO_STATISTICS.get(parent):
+        columns = ", ".join(f"ALTER COLUMN {c} SET STATISTICS 0" for c in skipped)
+        cursor.execute(f"ALTER TABLE {table} {columns}")
+
+
 def ensure(days: set[dt.date] | list[dt.date]) -> list[dt.date]:
     """Create the missing partitions among `days`, in every partitioned table; returns the days
     for which some partition was created. Safe to race: one created meanwhile counts as present.
@@ -109,7 +127,7 @@ def ensure(days: set[dt.date] | list[dt.date]) -> list[dt.date]:
             try:
                 with transaction.atomic(), connection.cursor() as c:
                     c.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-                    c.execute(create_sql(day, parent))
+                    create(c, day, parent)
                 created.add(day)
             except DatabaseError as exc:
                 if day in existing(parent=parent):
@@ -315,7 +333,7 @@ def move_into_partitions(cursor, *, table: str, key: str, days: set[dt.date]) ->
     cursor.execute(f"ALTER TABLE {table} ALTER COLUMN id SET DEFAULT nextval('{sequence}')")
     cursor.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (id, {key})")
     for day in sorted(days):
-        cursor.execute(create_sql(day, table))
+        create(cursor, day, table)
     cursor.execute(f"INSERT INTO {table} SELECT * FROM {old}")
     cursor.execute(f"SELECT setval('{sequence}', GREATEST((SELECT max(id) FROM {old}), 1))")
     for definition, _index, _constraint, kind in indexes:

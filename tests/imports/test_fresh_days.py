@@ -62,6 +62,16 @@ def constraints(name: str) -> list[tuple[str, str]]:
         return cursor.fetchall()
 
 
+def skipped_statistics(table: str) -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
+            " AND attstattarget = 0 ORDER BY attname",
+            [table],
+        )
+        return [name for (name,) in cursor.fetchall()]
+
+
 def test_a_new_day_becomes_a_partition_with_every_index_and_the_project_key(tmp_path, now):
     p = make_project(contract="voicemode", retention_days=90).project
     day = (now - 20 * DAY).replace(hour=1, minute=0)
@@ -82,6 +92,8 @@ def test_a_new_day_becomes_a_partition_with_every_index_and_the_project_key(tmp_
     # The bounds CHECK that spared ATTACH its scan is gone; the foreign key is the parent's.
     assert constraints(new) == constraints(old)
     assert [kind for kind, _ in constraints(new)] == ["f", "p"]
+    # ANALYZE skips the same columns on both (properties), as on every partition.
+    assert skipped_statistics(new) == skipped_statistics(old) == ["properties"]
     assert Event.objects.filter(project=p, timestamp__date=day.date()).count() == 30
     assert rollups.pending_rollups() == 0
     assert_rollups_exact(p)

@@ -51,6 +51,23 @@ def test_an_event_on_a_day_without_a_partition_is_stored_through_on_demand_creat
     assert Event.objects.get(project=p).timestamp == when
 
 
+def test_analyze_gathers_no_statistics_of_the_properties_documents_on_any_partition():
+    p = make_project(retention_days=400).project
+    ingest_at(p, days_ago(3), "inst_stats_1", n=5)  # a day made ahead by ensure_ahead's path
+    ingest_at(p, days_ago(250), "inst_stats_2", n=5)  # a day made on demand
+    names = [partitions.partition_name(days_ago(n).date()) for n in (3, 250)]
+    with connection.cursor() as cursor:
+        for name in names:
+            cursor.execute(f"ANALYZE {name}")
+        cursor.execute(
+            "SELECT tablename, attname FROM pg_stats WHERE tablename = ANY(%s)"
+            " AND attname IN ('properties', 'name')",
+            [names],
+        )
+        gathered = sorted(cursor.fetchall())
+    assert gathered == sorted((name, "name") for name in names)
+
+
 def prepared_store_statements() -> int:
     with connection.cursor() as cursor:
         cursor.execute(
