@@ -18,6 +18,14 @@ rows the replica and the primary returned while the user clicked (where the read
           (--dashboard-workers, same code and env) and the clicking user on CPU 1. Both rounds
           ("without" and "with") use this placement, so the ratio compares like with like.
   both    shared and split in turn within each round, on the same pair and data.
+The platform's jobs run as deployed (Procfile: a Celery worker and beat, on the embedded
+broker), in both phases: the rollup fold every 10 s and the one-minute refresh. Without them
+(--no-jobs, the setup of sessions 5-8) nothing folds the rollup queue while ingest runs alone,
+and the dashboard user's pages, which fold before they read, do all of it in the "with"
+phase, on the primary. The jobs run with the primary: on CPU 0 in split. So does a
+redis-server of the bench's own (unless --redis-url): the machine's shared one is unpinned, so
+it ran on CPU 1 while that was idle and on CPU 0 once the dashboard user kept CPU 1 busy, a
+cost the "with" phase alone paid.
 The running clusters and the ingest gunicorn are moved between placements with
 sched_setaffinity (leader first, so later backends and workers inherit it); the dashboard
 gunicorn and wrk start under taskset. After every split round the bench checks that every
@@ -29,7 +37,7 @@ split per CPU as well.
     python bench/replica.py [--topology shared|split|both] [--rounds 3] [--seconds 15]
                             [--connections 8] [--events 300000] [--installs 5000] [--days 30]
                             [--workers 4] [--dashboard-workers 2] [--max-clicks 2000]
-                            [--redis-url redis://127.0.0.1:6379/10] [--json]
+                            [--redis-url URL] [--no-jobs] [--json]
 
 Loopback only; every load loop is bounded in count and time; stops only what it started.
 """
@@ -50,6 +58,7 @@ from pathlib import Path
 
 import harness
 import psycopg
+import redis
 import requests
 
 ROOT = harness.ROOT
@@ -59,9 +68,8 @@ from tests.replica import PgPair, as_postgres, binaries  # noqa: E402
 PORTS = range(18301, 18400)
 SCRIPT = ROOT / "bench" / "ingest.lua"
 SLUG = "bench-replica"
-# Rate-limit counters; db 10 by default (db 11, the earlier default, is another bench's).
-REDIS = "redis://127.0.0.1:6379/10"
 INGEST_CPU, DASHBOARD_CPU = 0, 1  # the two modelled hosts of --topology split
+JOBS_SETTLE = 30  # seconds between starting the Celery worker and beat and the first round
 PAGES = [
     "/dashboard/{slug}/",
     "/dashboard/{slug}/retention/",
@@ -73,7 +81,7 @@ PAGES = [
 ]
 
 
-def env_for(pair: PgPair, data_dir: Path, replica: bool, redis_url: str = REDIS) -> dict:
+def env_for(pair: PgPair, data_dir: Path, replica: bool, redis_url: str) -> dict:
     env = dict(os.environ)
     env.update(
         DATABASE_URL=pair.primary_url,
@@ -97,6 +105,26 @@ def env_for(pair: PgPair, data_dir: Path, replica: bool, redis_url: str = REDIS)
     return env
 
 
+def start_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    """A redis-server of the bench's own on a free loopback port, keeping nothing on disk."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server is needed, or --redis-url")
+    port = harness.free_port(PORTS)
+    cmd = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    proc = harness.start([*cmd, "--dir", str(data_dir)], env=dict(os.environ))
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    for _ in range(50):
+        try:
+            client.ping()
+            return proc, url
+        except redis.ConnectionError:
+            time.sleep(0.1)
+    harness.stop(proc)
+    sys.exit("the bench's redis-server did not answer")
+
+
 def manage(env: dict, *args: str) -> str:
     return subprocess.run(
         [harness.PY, "manage.py", *args],
@@ -115,6 +143,12 @@ def returned(url: str) -> int:
         return c.execute(
             "SELECT tup_returned + tup_fetched FROM pg_stat_database WHERE datname = 'telemetry'"
         ).fetchone()[0]
+
+
+def queued(url: str) -> int:
+    """Rollup rows waiting for a fold on the primary: what no job or page has folded yet."""
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as c:
+        return c.execute("SELECT count(*) FROM telemetry_rollupqueue").fetchone()[0]
 
 
 def login(port: int, username: str, password: str) -> requests.Session:
@@ -291,6 +325,7 @@ def measure(
     s0 = snapshot(placed_trees)
     alone = ingest_round(port, key, f"{tag}a{n}", args.seconds, args.connections, ingest_cpus)
     s1 = snapshot(placed_trees)
+    queue = {"after without": queued(pair.primary_url)}
     clicker = Clicker(session, page_port, args.max_clicks, user_cpus)
     clicker.stop_at = time.monotonic() + args.seconds + 5
     before = {"replica": returned(pair.replica_url), "primary": returned(pair.primary_url)}
@@ -302,6 +337,7 @@ def measure(
     clicker.stop_at = time.monotonic()
     clicker.join(timeout=60)
     after = {"replica": returned(pair.replica_url), "primary": returned(pair.primary_url)}
+    queue["after with"] = queued(pair.primary_url)
     result = {
         "topology": topology,
         "without": alone,
@@ -310,6 +346,7 @@ def measure(
         "page_ms": clicker.times,
         "errors": clicker.errors,
         "rows_returned": {k: after[k] - before[k] for k in after},
+        "queued": queue,
         "cpu": {
             "without": cpu_used(s0, s1, placed_trees, per_cpu=split),
             "with": cpu_used(s2, s3, placed_trees, per_cpu=split),
@@ -328,7 +365,8 @@ def measure(
         f" with {busy['p99_ms']:.1f} ms ({busy['rps']:.0f} rps),"
         f" {result['clicks']} page views, rows returned"
         f" replica {result['rows_returned']['replica']:,}"
-        f" primary {result['rows_returned']['primary']:,}{placed}",
+        f" primary {result['rows_returned']['primary']:,}; rollup rows queued after each"
+        f" phase {queue['after without']:,} / {queue['after with']:,}{placed}",
         flush=True,
     )
     for label in ("without", "with"):
@@ -386,14 +424,21 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--dashboard-workers", type=int, default=2)
     parser.add_argument("--max-clicks", type=int, default=2_000)
-    parser.add_argument("--redis-url", default=REDIS)
+    parser.add_argument(
+        "--redis-url",
+        default="",
+        help="a loopback redis:// URL for the rate-limit counters (default: a redis-server of"
+        " the bench's own, placed with ingest in split; the machine's shared one is unpinned and"
+        " would run on whichever CPU is idle)",
+    )
+    parser.add_argument("--no-jobs", action="store_true", help="no Celery worker and beat")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not (1 <= args.rounds <= 10 and 1 <= args.seconds <= 120):
         parser.error("--rounds 1..10 and --seconds 1..120")
     if not (1 <= args.workers <= 16 and 1 <= args.dashboard_workers <= 16):
         parser.error("--workers and --dashboard-workers 1..16")
-    if not args.redis_url.startswith("redis://127.0.0.1:"):
+    if args.redis_url and not args.redis_url.startswith("redis://127.0.0.1:"):
         parser.error("--redis-url must be a loopback redis:// URL")
     topologies = ["shared", "split"] if args.topology == "both" else [args.topology]
     every_cpu = os.sched_getaffinity(0)
@@ -407,9 +452,13 @@ def main() -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="tm-bench-replica-"))
     pair = PgPair().start()
     servers: list[subprocess.Popen] = []
+    redis_server = None
     results: dict[str, list[dict]] = {t: [] for t in topologies}
     try:
-        env = env_for(pair, data_dir, replica=True, redis_url=args.redis_url)
+        redis_url = args.redis_url
+        if not redis_url:
+            redis_server, redis_url = start_redis(data_dir)
+        env = env_for(pair, data_dir, replica=True, redis_url=redis_url)
         print(f"pair up: primary :{pair.primary_port}, replica :{pair.replica_port}")
         manage(env, "migrate", "-v0")
         manage(env, "collectstatic", "--noinput", "-v0")
@@ -464,6 +513,21 @@ def main() -> int:
             "replica": postmaster(pair, "replica"),
             "ingest gunicorn": servers[0].pid,
         }
+        if redis_server is not None:
+            pids["redis"] = redis_server.pid
+        if not args.no_jobs:
+            celery = [str(harness.BIN / "celery"), "-A", "config"]
+            for name, cmd in (
+                ("jobs worker", [*celery, "worker", "--loglevel", "WARNING", "--concurrency", "2"]),
+                ("jobs beat", [*celery, "beat", "--loglevel", "WARNING"]),
+            ):
+                log = data_dir / f"{name.replace(' ', '-')}.log"
+                servers.append(harness.start(cmd, env=env, log=log))
+                pids[name] = servers[-1].pid
+            time.sleep(JOBS_SETTLE)  # beat's first run of every job, before any round
+            for server in servers[-2:]:
+                if server.poll() is not None:
+                    raise SystemExit(f"a job process stopped: {server.args}")
         trees = {"shared": {name: (pid, every_cpu) for name, pid in pids.items()}}
         if "split" in topologies:
             ports["dashboard"] = harness.free_port(p for p in PORTS if p != ports["ingest"])
@@ -475,14 +539,17 @@ def main() -> int:
                     harness.pinned(cmd, {DASHBOARD_CPU}), env=env, port=ports["dashboard"]
                 )
             )
-            pids["dashboard gunicorn"] = servers[1].pid
-            trees["shared"]["dashboard gunicorn"] = (servers[1].pid, {DASHBOARD_CPU})
+            pids["dashboard gunicorn"] = servers[-1].pid
+            trees["shared"]["dashboard gunicorn"] = (servers[-1].pid, {DASHBOARD_CPU})
             trees["split"] = {
                 "primary": (pids["primary"], {INGEST_CPU}),
                 "ingest gunicorn": (pids["ingest gunicorn"], {INGEST_CPU}),
                 "replica": (pids["replica"], {DASHBOARD_CPU}),
                 "dashboard gunicorn": (pids["dashboard gunicorn"], {DASHBOARD_CPU}),
             }
+            for name in ("redis", "jobs worker", "jobs beat"):
+                if name in pids:  # the ingest host's, with the primary
+                    trees["split"][name] = (pids[name], {INGEST_CPU})
         print("processes: " + ", ".join(f"{name} {pid}" for name, pid in pids.items()))
         session = login(ports["ingest"], "bench-admin", password)
         for port in ports.values():  # every page once on each server, warm, and each answers
@@ -512,6 +579,8 @@ def main() -> int:
     finally:
         for server in reversed(servers):
             harness.stop(server)
+        if redis_server is not None:
+            harness.stop(redis_server)
         pair.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
 
