@@ -260,6 +260,9 @@ TELEMETRY_ANALYTICS_TIMEOUT_SECONDS = env.float("TELEMETRY_ANALYTICS_TIMEOUT_SEC
 # How long the retention grid may be served from its cohort rollup after new events arrived,
 # before reads count the rollups directly again (0: only while nothing changed).
 TELEMETRY_COHORT_MAX_LAG_SECONDS = env.float("TELEMETRY_COHORT_MAX_LAG_SECONDS", default=60.0)
+# Reads from a replica do not fold the rollup queue first (the fold job does, every 10 s)
+# unless no fold has emptied it for this long: the job is late, its broker down.
+TELEMETRY_READER_FOLD_AFTER_SECONDS = env.float("TELEMETRY_READER_FOLD_AFTER_SECONDS", default=30.0)
 
 LOGGING = {
     "version": 1,

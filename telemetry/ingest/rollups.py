@@ -7,13 +7,18 @@ refreshes) start without the ingest schema and DRF (bench/RESULTS.md, session 6)
 """
 
 import datetime as dt
+import logging
+import time
 import zlib
 from collections import defaultdict
 
+from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 
 from telemetry.models import DailyCount, PeriodActivity, Project
 from telemetry.services import partitions
+
+log = logging.getLogger(__name__)
 
 # PostgreSQL only (migration 0009): what each stored event adds to the rollups, until folded.
 ROLLUP_QUEUE = "telemetry_rollupqueue"
@@ -115,7 +120,30 @@ def fold_rollups(*, wait: bool = True) -> int:
             continue
         folded += n
         if n < FOLD_BATCH:
+            _record_fold()
             return folded
+
+
+# When a fold last emptied the queue (epoch seconds), in the shared cache: readers on a replica
+# fold themselves only when no fold has for a while (analytics.db.fold_overdue).
+LAST_FOLD_KEY = "rollups:last-fold"
+
+
+def _record_fold() -> None:
+    try:
+        cache.set(LAST_FOLD_KEY, time.time(), timeout=None)
+    except Exception as exc:  # a cache that does not answer must not fail the fold
+        log.warning("last fold not recorded (%s)", type(exc).__name__)
+
+
+def last_fold() -> float | None:
+    """When a fold last emptied the queue (epoch seconds); None if none is on record or the
+    cache does not answer."""
+    try:
+        return cache.get(LAST_FOLD_KEY)
+    except Exception as exc:
+        log.warning("last fold not read (%s)", type(exc).__name__)
+        return None
 
 
 def _queued_days() -> set[dt.date]:

@@ -40,6 +40,11 @@ def _active_today(base: str, slug: str, token: str) -> int:
     return json.loads(body)["series"][0]["active_installs"]
 
 
+def _queued(pair: PgPair) -> int:
+    """Rollup rows on the primary that no fold has taken yet."""
+    return pair.primary_sql("SELECT COUNT(*) FROM telemetry_rollupqueue")[0][0]
+
+
 def _event(install: str) -> dict:
     now = dt.datetime.now(dt.UTC).isoformat()
     return {"install_id": install, "name": "app.start", "timestamp": now}
@@ -65,8 +70,20 @@ def test_reads_go_to_the_replica_writes_to_the_primary_and_a_dead_replica_is_ski
     assert pair.replica_sql("SELECT COUNT(*) FROM telemetry_project") == [(1,)]
 
     with gunicorn(env, workers=1) as base:
+        manage(env, "run_scheduled", "fold_rollups")  # a fold on record, as the job leaves one
         status, _, _ = post_json(f"{base}/api/v1/events", _event("inst_replica_1"), key)
         assert status == 202  # the replica is read-only: this write went to the primary
+        pair.wait_replayed()
+        # A replica read writes nothing on the primary, not even the rollup fold a primary read
+        # does first: the event counts once the fold job (every 10 s) has run and replicated.
+        assert _queued(pair) == 1
+        assert _active_today(base, slug, token) == 0
+        assert _queued(pair) == 1
+
+    # The fold job late (its broker down, say): a replica read folds first, as a primary one.
+    with gunicorn({**env, "TELEMETRY_READER_FOLD_AFTER_SECONDS": "0"}, workers=1) as base:
+        _active_today(base, slug, token)
+        assert _queued(pair) == 0
         pair.wait_replayed()
         assert _active_today(base, slug, token) == 1
 
@@ -77,7 +94,8 @@ def test_reads_go_to_the_replica_writes_to_the_primary_and_a_dead_replica_is_ski
         assert pair.primary_sql("SELECT COUNT(*) FROM telemetry_event") == [(2,)]
         assert _active_today(base, slug, token) == 1  # read from the frozen replica
 
-    # The same frozen replica, now too far behind for a 1-second limit: the primary answers.
+    # The same frozen replica, now too far behind for a 1-second limit: the primary answers,
+    # folding first, so it counts the event just stored.
     time.sleep(1.5)
     with gunicorn({**env, "DATABASE_REPLICA_MAX_LAG_SECONDS": "1"}, workers=1) as base:
         assert _active_today(base, slug, token) == 2

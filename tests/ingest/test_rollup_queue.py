@@ -166,3 +166,22 @@ def test_beat_folds_every_few_seconds():
     task = PeriodicTask.objects.get(task="telemetry.tasks.fold_rollups")
     assert task.interval.every == FOLD_EVERY_SECONDS <= 30
     assert task.crontab is None
+
+
+def test_a_fold_that_empties_the_queue_is_on_record_for_readers_on_a_replica(settings):
+    from django.core.cache import cache
+
+    from telemetry.analytics import db
+    from telemetry.ingest.rollups import LAST_FOLD_KEY
+
+    cache.delete(LAST_FOLD_KEY)
+    assert db.fold_overdue()  # no fold on record: a replica reader folds itself
+    p = make_project().project
+    pipeline.ingest(
+        project=p, events=[event("inst_rec_1", timezone.now(), "evt_rec_1")], client_ip="192.0.2.1"
+    )
+    fold_rollups()
+    assert pending_rollups() == 0
+    assert not db.fold_overdue()  # the job keeps up: replica readers leave the primary alone
+    settings.TELEMETRY_READER_FOLD_AFTER_SECONDS = 0
+    assert db.fold_overdue()  # the job is late
