@@ -296,7 +296,7 @@ def test_analyze_stops_gathering_properties_statistics_on_existing_partitions_an
                 "ALTER TABLE telemetry_event ALTER COLUMN properties SET STATISTICS -1"
             )  # as a database migrated before 0013 has it
         before = {t: table_rows(t) for t in tables}
-        assert len(before["telemetry_event"]) >= 600
+        assert before["telemetry_event"]  # seed_demo wrote events (about 600)
         assert statistics_targets() == {-1}
         migrate(STATISTICS_AFTER)
         assert statistics_targets() == {0}
