@@ -19,10 +19,9 @@ rows the replica and the primary returned while the user clicked (where the read
           ("without" and "with") use this placement, so the ratio compares like with like.
   both    shared and split in turn within each round, on the same pair and data.
 The platform's jobs run as deployed (Procfile: a Celery worker and beat, on the embedded
-broker), in both phases: the rollup fold every 10 s and the one-minute refresh. Without them
-(--no-jobs, the setup of sessions 5-8) nothing folds the rollup queue while ingest runs alone,
-and the dashboard user's pages, which fold before they read, do all of it in the "with"
-phase, on the primary. The jobs run with the primary: on CPU 0 in split. So does a
+broker), in both phases: the rollup fold every 10 s and the one-minute refresh (--no-jobs
+leaves them out, as the bench ran in sessions 5-8). The jobs run with the primary: on CPU 0 in
+split. So does a
 redis-server of the bench's own (unless --redis-url): the machine's shared one is unpinned, so
 it ran on CPU 1 while that was idle and on CPU 0 once the dashboard user kept CPU 1 busy, a
 cost the "with" phase alone paid.

@@ -221,7 +221,8 @@ def run(fn, *args, **kwargs):
     job (every 10 s) keeps it at most one fold interval plus the replica's lag behind. Unless
     the job is late (fold_overdue: its broker is down), then the reader folds as before."""
     name = choose()
-    if name == PRIMARY or fold_overdue():
+    folded = name == PRIMARY or fold_overdue()
+    if folded:
         catch_up()
     try:
         with reading(using=name):
@@ -233,6 +234,7 @@ def run(fn, *args, **kwargs):
             raise
         connections[name].close()
         _mark_down(f"{type(exc).__name__} during a read")
-    catch_up()
+    if not folded:
+        catch_up()
     with reading(using=PRIMARY):
         return fn(*args, **kwargs)
