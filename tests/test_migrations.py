@@ -1,5 +1,5 @@
 """Migrations on a database that already holds events: nothing is lost (0003 events v2,
-0010 the closed-day rollup, 0011 the closed-period rollup).
+0010 the closed-day rollup, 0011 the closed-period rollup, 0014 the events' foreign key).
 
 For 0003, on PostgreSQL the plain table becomes daily partitions; on SQLite only the unique key
 changes. Rows are written with raw SQL at 0002, the migration runs, and every row is compared.
@@ -304,6 +304,55 @@ def test_analyze_stops_gathering_properties_statistics_on_existing_partitions_an
         migrate(STATISTICS_BEFORE)
         assert statistics_targets() == {-1}
         assert {t: table_rows(t) for t in tables} == before
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+FK_BEFORE = STATISTICS_AFTER
+FK_AFTER = [("telemetry", "0014_event_project_no_fk")]
+
+
+def event_foreign_keys() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conname FROM pg_constraint WHERE contype = 'f'"
+            " AND conrelid = 'telemetry_event'::regclass"
+        )
+        return [name for (name,) in cursor.fetchall()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_events_foreign_key_goes_without_a_row_and_comes_back_without_orphans():
+    from django.utils import timezone
+
+    from telemetry.services.demo import seed_demo
+    from tests.factories import make_project
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite keeps the constraint")
+    project = make_project().project
+    seed_demo(project=project, installs=20, events=600, days=10, seed=14, now=timezone.now())
+    migrate(FK_BEFORE)
+    try:
+        assert event_foreign_keys() == ["telemetry_event_project_id_fk_v2"]
+        before = table_rows("telemetry_event")
+        assert before
+        migrate(FK_AFTER)
+        assert event_foreign_keys() == []
+        assert table_rows("telemetry_event") == before
+        # A row of a project that no longer exists, as a deletion racing ingest leaves it.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO telemetry_event (project_id, install_id, name, timestamp,"
+                " received_at, session_id, app_version, os, properties, ip_hash)"
+                " SELECT max(id) + 1, 'orphan-install', 'app.start', now(), now(), '', '', '',"
+                " '{}', '' FROM telemetry_project"
+            )
+        migrate(FK_BEFORE)
+        assert event_foreign_keys() == ["telemetry_event_project_id_fk_v2"]
+        assert table_rows("telemetry_event") == before
     finally:
         executor = MigrationExecutor(connection)
         executor.loader.build_graph()

@@ -70,7 +70,9 @@ inst AS (
 # Take up to %s queued rows, oldest first (only committed ones are visible, so a statement that
 # commits late is folded by a later run, never missed) and fold them into the rollups in one
 # statement; the DELETE and the rollup writes commit together, so no row is counted twice.
-# Rows of a project deleted since are dropped with it.
+# Rows of a project deleted since are dropped with it, and the statement names that project:
+# events have no foreign key (migration 0014), so an event stored while its project was being
+# deleted is still there, and the fold deletes it.
 _FOLD_POSTGRES = f"""
 WITH q AS (
     DELETE FROM {ROLLUP_QUEUE} WHERE id IN (
@@ -80,7 +82,10 @@ WITH q AS (
     SELECT q.*, (q.timestamp AT TIME ZONE 'UTC')::date AS day FROM q
     WHERE EXISTS (SELECT 1 FROM telemetry_project p WHERE p.id = q.project_id)
 ), {{rollups}}
-SELECT count(*) FROM q
+SELECT count(*), (
+    SELECT array_agg(DISTINCT project_id) FROM q
+    WHERE NOT EXISTS (SELECT 1 FROM telemetry_project p WHERE p.id = q.project_id)
+) FROM q
 """
 FOLD_BATCH = 50_000
 # One fold at a time: pg_advisory_xact_lock key ("tmfold" in ASCII).
@@ -109,7 +114,9 @@ def fold_rollups(*, wait: bool = True) -> int:
                     if not cursor.fetchone()[0]:
                         return folded
                 cursor.execute(_FOLD_POSTGRES_SQL, [FOLD_BATCH])
-                n = cursor.fetchone()[0]
+                n, gone = cursor.fetchone()
+                if gone:
+                    delete_orphans(cursor, gone)
         except IntegrityError as exc:
             # A day whose activity partition a purge dropped while its events' partition stayed
             # (another project's id-less events kept it): make the day, then fold again.
@@ -122,6 +129,18 @@ def fold_rollups(*, wait: bool = True) -> int:
         if n < FOLD_BATCH:
             _record_fold()
             return folded
+
+
+def delete_orphans(cursor, projects: list[int]) -> int:
+    """Delete the events of projects that no longer exist (stored while they were deleted)."""
+    cursor.execute(
+        "DELETE FROM telemetry_event e WHERE e.project_id = ANY(%s) AND NOT EXISTS"
+        " (SELECT 1 FROM telemetry_project p WHERE p.id = e.project_id)",
+        [projects],
+    )
+    if cursor.rowcount:
+        log.info("deleted %d events of %d deleted projects", cursor.rowcount, len(projects))
+    return cursor.rowcount
 
 
 # When a fold last emptied the queue (epoch seconds), in the shared cache: readers on a replica

@@ -218,9 +218,11 @@ def seed_demo(
                             ),
                         )
                         counts[(day, name)] += 1
-                        if first is None:
+                        # Two events in one second take their microseconds in any order.
+                        if first is None or ts < first:
                             first, first_version = ts, version
-                    last, last_version = ts, version
+                        if last is None or ts > last:
+                            last, last_version = ts, version
                     install_events += k
                     rows_activity += 1
                     writer.add(

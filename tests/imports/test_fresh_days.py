@@ -89,9 +89,9 @@ def test_a_new_day_becomes_a_partition_with_every_index_and_the_project_key(tmp_
         partitions.partition_name(lived.date(), partitions.ACTIVITY)
     )
     assert len(indexes(activity)) == 4
-    # The bounds CHECK that spared ATTACH its scan is gone; the foreign key is the parent's.
+    # The bounds CHECK that spared ATTACH its scan is gone; events have no foreign key (0014).
     assert constraints(new) == constraints(old)
-    assert [kind for kind, _ in constraints(new)] == ["f", "p"]
+    assert [kind for kind, _ in constraints(new)] == ["p"]
     # ANALYZE skips the same columns on both (properties), as on every partition.
     assert skipped_statistics(new) == skipped_statistics(old) == ["properties"]
     assert Event.objects.filter(project=p, timestamp__date=day.date()).count() == 30

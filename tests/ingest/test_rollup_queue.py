@@ -159,6 +159,28 @@ def test_the_rows_of_a_project_deleted_meanwhile_are_dropped_by_the_fold():
     assert rollups(kept) == brute_force(kept) == {"installs": 1, "activity": 1, "events": 1}
 
 
+def test_an_event_stored_while_its_project_was_deleted_is_deleted_by_the_fold():
+    # A worker that still holds the project from its cache stores after the deletion's cascade
+    # (events have no foreign key, migration 0014): the fold finds its queue row unowned.
+    gone, kept = make_project().project, make_project().project
+    now = timezone.now()
+    gone_id = gone.pk
+    gone.delete()
+    gone.pk = gone_id
+    for p, n in ((gone, "1"), (kept, "2")):
+        result = pipeline.ingest(
+            project=p,
+            events=[event(f"inst_orph000{n}", now, f"evt_orph000{n}")],
+            client_ip="192.0.2.1",
+        )
+        assert result.accepted == 1
+    assert Event.objects.filter(project_id=gone_id).count() == 1
+    assert fold_rollups() == 2
+    assert not Event.objects.filter(project_id=gone_id).exists()
+    assert not Install.objects.filter(project_id=gone_id).exists()
+    assert rollups(kept) == brute_force(kept) == {"installs": 1, "activity": 1, "events": 1}
+
+
 def test_beat_folds_every_few_seconds():
     from django_celery_beat.models import PeriodicTask
 

@@ -178,6 +178,32 @@ def test_purging_one_project_never_drops_a_day_another_project_still_holds():
     assert days_ago(40).date() in partitions.existing()
 
 
+def test_rows_of_a_deleted_project_never_keep_a_day_and_go_from_a_day_that_stays():
+    # Events have no foreign key (migration 0014): a row stored while its project was being
+    # deleted, and folded before the deletion committed, is still in its day.
+    short = make_project(retention_days=30).project
+    long = make_project(retention_days=60).project
+    ingest_at(short, days_ago(40), "inst_short_0001")
+    ingest_at(long, days_ago(38), "inst_long_00001")
+    orphan = short.pk + long.pk + 1000
+    with connection.cursor() as cursor:
+        for n in (40, 38):
+            cursor.execute(
+                "INSERT INTO telemetry_event (project_id, install_id, name, timestamp,"
+                " received_at, session_id, app_version, os, properties, ip_hash)"
+                " VALUES (%s, 'inst_orphan_1', 'app.start', %s, %s, '', '', '', '{}', '')",
+                [orphan, days_ago(n), days_ago(n)],
+            )
+    results = {r.project: r for r in purge.purge(now=NOW)}
+    assert results[short.slug].deleted["events"] == 1  # its own row only
+    assert days_ago(40).date() not in partitions.existing()
+    assert days_ago(38).date() in partitions.existing()
+    assert not Event.objects.filter(project_id=orphan).exists()
+    assert list(Event.objects.filter(project=long).values_list("timestamp", flat=True)) == [
+        days_ago(38)
+    ]
+
+
 def test_dropped_days_are_snapshotted_first_and_counts_survive():
     p = make_project(retention_days=30).project
     ingest_at(p, days_ago(40), "inst_snap_0001", n=3)
