@@ -39,8 +39,16 @@ class LimiterSpy:
             self.calls.append((group, rate, value, methods))
             return _make_cache_key(group, window, rate, value, methods)
 
+        # The ingest limiter names its counters itself, a whole request at once (limits._prepare,
+        # held equal to django-ratelimit's keys by tests/ingest/test_limits.py).
+        prepare = limits._prepare
+
+        def spy_prepare(charges):
+            self.calls.extend((c.group, c.rate, c.value, None) for c in charges)
+            return prepare(charges)
+
         monkeypatch.setattr(django_ratelimit.core, "_make_cache_key", spy)
-        monkeypatch.setattr(limits, "_make_cache_key", spy)
+        monkeypatch.setattr(limits, "_prepare", spy_prepare)
 
     @property
     def counters(self) -> set[tuple[str, str, object]]:

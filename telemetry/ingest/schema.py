@@ -5,8 +5,9 @@ of the native contract and the project's property schema, raising `InvalidEvent`
 """
 
 import datetime as dt
+import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from django.core.validators import RegexValidator
@@ -169,10 +170,26 @@ def validate_properties(properties: Any, *, project: Project) -> dict[str, Any]:
         raise InvalidEvent("properties", "must be an object")
     if len(properties) > MAX_PROPERTIES:
         raise InvalidEvent("properties", f"more than {MAX_PROPERTIES} keys")
-    if _too_deep(properties, MAX_DEPTH):
-        raise InvalidEvent("properties", f"nested deeper than {MAX_DEPTH} levels")
-    _check_strings(properties, "properties")
-    schema = project.property_schema or {}
+    # Most properties are flat: one pass over the values settles them, and only an object or
+    # array among them takes the full walks (nesting first, then strings in document order).
+    nested = too_long = None
+    for key, value in properties.items():
+        if isinstance(value, str):
+            if too_long is None and len(value) > MAX_STRING:
+                too_long = key
+        elif isinstance(value, dict | list):
+            nested = key
+            break
+    if nested is not None:
+        if _too_deep(properties, MAX_DEPTH):
+            raise InvalidEvent("properties", f"nested deeper than {MAX_DEPTH} levels")
+        _check_strings(properties, "properties")
+    elif too_long is not None:
+        raise InvalidEvent(f"properties.{too_long}", f"string longer than {MAX_STRING} characters")
+    schema = project.property_schema
+    if not schema and not project.strict:
+        return properties
+    schema = schema or {}
     for key, value in properties.items():
         rule = schema.get(key)
         path = f"properties.{key}"
@@ -296,21 +313,23 @@ def event_from_native(
         raise InvalidEvent("event", "must be a JSON object")
     if not plain_text and not storable(item):
         raise InvalidEvent("event", "text with NUL or unpaired surrogates, or nested too deep")
-    unknown = item.keys() - _NATIVE_FIELDS
-    if unknown:
-        raise InvalidEvent(sorted(unknown)[0], "unknown field")
-    values: dict[str, Any] = {}
+    if not _NATIVE_FIELDS.issuperset(item):
+        raise InvalidEvent(sorted(item.keys() - _NATIVE_FIELDS)[0], "unknown field")
+    values: list[Any] = []  # in _RULES' order, which is IncomingEvent's (checked below)
     for rule in _RULES:
         value = item.get(rule.name)
         if rule.kind == "pattern":
             if value is None and rule.name == "event_id":
+                values.append(None)
                 continue
             if not isinstance(value, str) or not rule.pattern.fullmatch(value):
                 raise InvalidEvent(rule.name, rule.message)
         elif rule.kind == "timestamp":
             value = parse_timestamp(value, field_name=rule.name)
             retention = None if history else project.retention_days
-            check_timestamp_window(value, now=now, retention_days=retention)
+            oldest, newest = _window(now, retention)
+            if not oldest <= value <= newest:
+                check_timestamp_window(value, now=now, retention_days=retention)  # says why
         elif rule.kind == "object":
             value = validate_properties(value, project=project)
         elif value is None:
@@ -319,5 +338,19 @@ def event_from_native(
             raise InvalidEvent(rule.name, "must be a string")
         elif len(value) > rule.max_length:
             raise InvalidEvent(rule.name, f"longer than {rule.max_length} characters")
-        values[rule.name] = value
-    return IncomingEvent(**values)
+        values.append(value)
+    return IncomingEvent(*values)
+
+
+# event_from_native builds IncomingEvent from the declaration's fields by position.
+if [rule.name for rule in _RULES] != [f.name for f in fields(IncomingEvent)][: len(_RULES)]:
+    raise RuntimeError("NativeEventSerializer's fields must come in IncomingEvent's order")
+
+
+@functools.lru_cache(maxsize=64)
+def _window(now: dt.datetime, retention_days: int | None) -> tuple[dt.datetime, dt.datetime]:
+    """The timestamps check_timestamp_window accepts, computed once per request, not per event."""
+    oldest = dt.datetime.min.replace(tzinfo=dt.UTC)
+    if retention_days is not None:
+        oldest = now - dt.timedelta(days=retention_days)
+    return oldest, now + FUTURE_SLACK

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import zlib
 
 import pytest
 from django.test import Client, override_settings
@@ -276,3 +277,25 @@ def test_a_new_counter_holds_its_first_charge_and_expires_with_its_window():
     assert usage.count == 5
     (usage,) = limits.charge([limits.Charge(f"tm:{p.pk}:key", "other", p.ip_rate, 2)])
     assert usage.count == 2
+
+
+@pytest.mark.parametrize("rate", ["10/s", "7/m", "1000000/h", "5/15m", "3/d", "100/2h"])
+def test_counter_keys_and_windows_are_django_ratelimits_own(rate, monkeypatch):
+    # The limiter names a request's counters itself; django-ratelimit's decorators and
+    # get_usage must find the same keys, window by window.
+    from django_ratelimit.core import _get_window, _make_cache_key, _split_rate
+
+    limit, period = _split_rate(rate)
+    values = ["inst_0001", "203.0.113.7", "ünïcødé-install", "gateway", "x" * 64]
+    # Besides a few plain instants, the two around the first value's jitter: its window ends
+    # this very second, or ended a second ago and the next one is taken.
+    start = 1_700_000_000 - 1_700_000_000 % period + zlib.crc32(values[0].encode()) % period
+    for now in (1_700_000_000, 1_700_000_000 + period // 2 + 1, 1_764_892_799, start, start + 1):
+        monkeypatch.setattr("time.time", lambda now=now: now + 0.25)
+        charges = [limits.Charge(f"tm:{i}:install", v, rate, 1) for i, v in enumerate(values)]
+        expected = []
+        for c in charges:
+            window = _get_window(c.value, period)
+            key = _make_cache_key(c.group, window, rate, c.value, None)
+            expected.append((key, window, limit, period))
+        assert limits._prepare(charges) == expected
