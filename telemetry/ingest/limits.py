@@ -157,9 +157,10 @@ def charge(charges: list[Charge]) -> list[Usage]:
 # claim each event id (SET NX with a TTL; a copy already claimed is a duplicate and is charged
 # nothing), then charge every counter by the number of claimed events that use it.
 # KEYS: the counters, then one claim key per event that has an id.
-# ARGV: claim TTL, counter count, each counter's TTL, then per event: its install counter's
-# 0-based position (0 for none) and 1 if it has a claim key, else 0. Every event charges
-# the first counter, the client's.
+# ARGV: claim TTL, counter count, each counter's TTL, then per event one number: twice its
+# install counter's 0-based position (0 for none), plus 1 if it has a claim key (one argument
+# an event, not two: a batch's thousand fewer to pack and read). Every event charges the first
+# counter, the client's.
 _ADMIT = """
 local ncounters = tonumber(ARGV[2])
 local add = {}
@@ -168,11 +169,12 @@ local fresh = {}
 local claim = ncounters
 local arg = 3 + ncounters
 local event = 0
-while arg < #ARGV do
+while arg <= #ARGV do
   event = event + 1
-  local install = tonumber(ARGV[arg])
+  local packed = tonumber(ARGV[arg])
+  local install = math.floor(packed / 2)
   local ok = true
-  if ARGV[arg + 1] == '1' then
+  if packed % 2 == 1 then
     claim = claim + 1
     ok = redis.call('SET', KEYS[claim], '1', 'EX', ARGV[1], 'NX')
   end
@@ -183,7 +185,7 @@ while arg < #ARGV do
   else
     fresh[event] = 0
   end
-  arg = arg + 2
+  arg = arg + 1
 end
 local counts = {}
 for i = 1, ncounters do
@@ -236,8 +238,10 @@ def admit(
             claim_keys = [cache.make_key(k) if k else None for k in claims]
             args: list = [claim_ttl, len(counters)]
             args += [period + EXPIRATION_FUDGE for *_, period in prepared]
-            for install, key in zip(installs, claim_keys, strict=True):
-                args += [install, 1 if key else 0]
+            args += [
+                2 * install + (1 if key else 0)
+                for install, key in zip(installs, claim_keys, strict=True)
+            ]
             client = redis.get_client(write=True)
             fresh_flags, counts = client.register_script(_ADMIT)(
                 keys=counter_keys + [k for k in claim_keys if k], args=args

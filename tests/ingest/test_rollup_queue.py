@@ -97,11 +97,10 @@ def test_a_statement_that_commits_after_a_fold_is_folded_by_the_next_one_once():
         project=p, events=[event("inst_early01", now, "evt_early01")], client_ip="192.0.2.1"
     )
     # Another web process's statement, still open when the fold runs.
-    # One row as the store statement takes it: the telemetry_event columns, then the flag.
-    row = [p.pk, "evt_late0001", "inst_late001", "app.start", now.isoformat(), now.isoformat()]
-    row += ["", "2.0", "linux", {}, "", False]
+    # The store statement with its parameters as ingest sends them.
+    params = pipeline._statement_params(p, [event("inst_late001", now, "evt_late0001")], "", now)
     with psycopg.connect(shared_database_url()) as late:
-        late.execute(pipeline._STORE_POSTGRES_SQL, [json.dumps([row])])
+        late.execute(pipeline._STORE_POSTGRES_SQL, params)
         assert fold_rollups() == 1  # the committed one only
         assert rollups(p)["installs"] == 1
         late.commit()
