@@ -97,8 +97,9 @@ class Event(models.Model):
 
     # No foreign key in the database on PostgreSQL (migration 0014): checking it cost a
     # lookup and a row lock on the project for every event stored, a fifth of the server's work
-    # per event. Deleting a project still deletes its events (Django's cascade), and a row that
-    # lands while its project is being deleted is removed by the next purge.
+    # per event. Deleting a project still deletes its events (Django's cascade); a row that
+    # lands while its project is being deleted is removed by the rollup fold (its queue row has
+    # no project), or else by the purge.
     project = models.ForeignKey(
         Project, on_delete=models.CASCADE, related_name="+", db_constraint=False
     )

@@ -50,6 +50,21 @@ def ingest_at(project, when: dt.datetime, install_id: str, *, name: str = "app.s
     return result
 
 
+def insert_event_row(project_id: int, when: dt.datetime, install_id: str) -> None:
+    """One event row written straight into telemetry_event, as a bulk load by hand or a write
+    racing a project's deletion leaves it: no claim, no rollups, no check that the project
+    exists (events have no foreign key on PostgreSQL)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO telemetry_event (project_id, install_id, name, timestamp, received_at,"
+            " session_id, app_version, os, properties, ip_hash)"
+            " VALUES (%s, %s, 'app.start', %s, %s, '', '', '', '{}', '')",
+            [project_id, install_id, when, when],
+        )
+
+
 def fold() -> int:
     """Fold queued rollup rows now, as the beat job does within seconds (PostgreSQL)."""
     from telemetry.ingest.rollups import fold_rollups

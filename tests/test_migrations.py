@@ -28,6 +28,13 @@ def migrate(targets) -> None:
     executor.migrate(targets)
 
 
+def migrate_to_latest() -> None:
+    """Every app to its newest migration, as the other tests expect the schema."""
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
 def rows() -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {COLUMNS} FROM telemetry_event ORDER BY id")
@@ -82,9 +89,7 @@ def test_events_survive_the_move_to_v2_and_ids_continue():
             )
             assert cursor.fetchone()[0] > max(int(r[0]) for r in before)
     finally:
-        executor = MigrationExecutor(connection)
-        executor.loader.build_graph()
-        executor.migrate(executor.loader.graph.leaf_nodes())
+        migrate_to_latest()
 
 
 def latest() -> list[tuple[str, str]]:
@@ -165,9 +170,7 @@ def test_the_closed_day_rollup_arrives_on_a_database_with_data_and_loses_nothing
         assert refresh_rolling(project=project, now=timezone.now()).days >= 25
         assert active.rolling(project=project, day=day) == counted
     finally:
-        executor = MigrationExecutor(connection)
-        executor.loader.build_graph()
-        executor.migrate(executor.loader.graph.leaf_nodes())
+        migrate_to_latest()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -206,9 +209,7 @@ def test_the_closed_period_rollup_arrives_and_leaves_without_losing_anything(cli
         assert "telemetry_closedperiod" not in connection.introspection.table_names()
         assert {t: table_rows(t) for t in tables} == before
     finally:
-        executor = MigrationExecutor(connection)
-        executor.loader.build_graph()
-        executor.migrate(executor.loader.graph.leaf_nodes())
+        migrate_to_latest()
 
 
 ERRORS_BEFORE = PERIODS_AFTER
@@ -257,9 +258,7 @@ def test_the_error_day_rollup_arrives_and_leaves_without_losing_anything():
         assert "telemetry_errorday" not in connection.introspection.table_names()
         assert {t: table_rows(t) for t in tables} == before
     finally:
-        executor = MigrationExecutor(connection)
-        executor.loader.build_graph()
-        executor.migrate(executor.loader.graph.leaf_nodes())
+        migrate_to_latest()
 
 
 STATISTICS_BEFORE = ERRORS_AFTER
@@ -305,9 +304,7 @@ def test_analyze_stops_gathering_properties_statistics_on_existing_partitions_an
         assert statistics_targets() == {-1}
         assert {t: table_rows(t) for t in tables} == before
     finally:
-        executor = MigrationExecutor(connection)
-        executor.loader.build_graph()
-        executor.migrate(executor.loader.graph.leaf_nodes())
+        migrate_to_latest()
 
 
 FK_BEFORE = STATISTICS_AFTER
@@ -328,7 +325,7 @@ def test_the_events_foreign_key_goes_without_a_row_and_comes_back_without_orphan
     from django.utils import timezone
 
     from telemetry.services.demo import seed_demo
-    from tests.factories import make_project
+    from tests.factories import insert_event_row, make_project
 
     if connection.vendor != "postgresql":
         pytest.skip("SQLite keeps the constraint")
@@ -343,17 +340,9 @@ def test_the_events_foreign_key_goes_without_a_row_and_comes_back_without_orphan
         assert event_foreign_keys() == []
         assert table_rows("telemetry_event") == before
         # A row of a project that no longer exists, as a deletion racing ingest leaves it.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "INSERT INTO telemetry_event (project_id, install_id, name, timestamp,"
-                " received_at, session_id, app_version, os, properties, ip_hash)"
-                " SELECT max(id) + 1, 'orphan-install', 'app.start', now(), now(), '', '', '',"
-                " '{}', '' FROM telemetry_project"
-            )
+        insert_event_row(project.pk + 1000, timezone.now(), "orphan-install")
         migrate(FK_BEFORE)
         assert event_foreign_keys() == ["telemetry_event_project_id_fk_v2"]
         assert table_rows("telemetry_event") == before
     finally:
-        executor = MigrationExecutor(connection)
-        executor.loader.build_graph()
-        executor.migrate(executor.loader.graph.leaf_nodes())
+        migrate_to_latest()

@@ -14,7 +14,7 @@ from telemetry.ingest import pipeline
 from telemetry.ingest.schema import IncomingEvent
 from telemetry.models import DailyActivity, DailyCount, DailySummary, Event
 from telemetry.services import partitions, purge
-from tests.factories import ingest_at, make_project
+from tests.factories import ingest_at, insert_event_row, make_project
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
@@ -186,14 +186,8 @@ def test_rows_of_a_deleted_project_never_keep_a_day_and_go_from_a_day_that_stays
     ingest_at(short, days_ago(40), "inst_short_0001")
     ingest_at(long, days_ago(38), "inst_long_00001")
     orphan = short.pk + long.pk + 1000
-    with connection.cursor() as cursor:
-        for n in (40, 38):
-            cursor.execute(
-                "INSERT INTO telemetry_event (project_id, install_id, name, timestamp,"
-                " received_at, session_id, app_version, os, properties, ip_hash)"
-                " VALUES (%s, 'inst_orphan_1', 'app.start', %s, %s, '', '', '', '{}', '')",
-                [orphan, days_ago(n), days_ago(n)],
-            )
+    for n in (40, 38):
+        insert_event_row(orphan, days_ago(n), "inst_orphan_1")
     results = {r.project: r for r in purge.purge(now=NOW)}
     assert results[short.slug].deleted["events"] == 1  # its own row only
     assert days_ago(40).date() not in partitions.existing()
@@ -240,13 +234,7 @@ def test_rows_written_around_the_rollups_are_still_counted_and_dropped_exactly()
     # An event copied in without its rollups (as a bulk load by hand would): no DailyCount row
     # for its day, yet the report counts it and the drop takes it.
     partitions.ensure([days_ago(41).date()])
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO telemetry_event (project_id, install_id, name, timestamp, received_at,"
-            " session_id, app_version, os, properties, ip_hash)"
-            " VALUES (%s, 'inst_raw_0001', 'app.start', %s, %s, '', '', '', '{}', '')",
-            [p.pk, days_ago(41), days_ago(41)],
-        )
+    insert_event_row(p.pk, days_ago(41), "inst_raw_0001")
     assert not DailyCount.objects.filter(project=p, day=days_ago(41).date()).exists()
     (result,) = purge.purge(now=NOW)
     assert result.deleted["events"] == 3
