@@ -1,5 +1,7 @@
 """parse_json, the one reader of every JSON body and of the JSON text the importers read."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from telemetry.http import parse_json
@@ -33,3 +35,21 @@ def test_it_reads_numbers_and_text_as_json_loads(body, value):
 def test_it_refuses_bad_utf8_absurd_nesting_and_broken_text_with_valueerror(body):
     with pytest.raises(ValueError):
         parse_json(body)
+
+
+@pytest.mark.parametrize("body", [b"\xef\xbb\xbf{}", "\ufeff[1]"])
+def test_it_refuses_a_byte_order_mark_as_json_loads_does(body):
+    with pytest.raises(ValueError, match="BOM"):
+        parse_json(body)
+
+
+def test_threads_sharing_the_one_decoder_each_read_their_own_body():
+    # One decoder serves every thread (granian and gthread workers); floats call back into
+    # Python mid-parse, where another thread can take over the same scanner.
+    bodies = [
+        f'{{"t": {t}, "xs": [{", ".join(f"{t}.{i}5" for i in range(200))}]}}' for t in range(8)
+    ]
+    wanted = [{"t": t, "xs": [float(f"{t}.{i}5") for i in range(200)]} for t in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(20):
+            assert list(pool.map(parse_json, bodies)) == wanted

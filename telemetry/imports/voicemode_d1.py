@@ -13,7 +13,7 @@ from pathlib import Path
 from telemetry.contracts import voicemode
 from telemetry.http import parse_json
 from telemetry.imports import Item, Malformed, Source, d1, parse_moment
-from telemetry.ingest.schema import storable, storable_json
+from telemetry.ingest.schema import storable, storable_json, storable_scalars
 from telemetry.models import Project
 
 COLUMNS = ["event_id", "telemetry_id", "timestamp", "created_at", "environment", "usage"]
@@ -73,7 +73,7 @@ def item(
     if not (
         _storable_text(environment)
         and _storable_text(usage)
-        and storable([event_id, telemetry_id, timestamp])
+        and storable_scalars(event_id, telemetry_id, timestamp)
     ) and not storable(payload):
         return Item(where, error=voicemode.INVALID_JSON)
     try:

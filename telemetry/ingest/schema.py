@@ -106,6 +106,12 @@ def storable(value: Any, max_depth: int = 16) -> bool:
     return True
 
 
+def storable_scalars(*values: Any) -> bool:
+    """`storable` for scalars, such as a database row's columns: no string among them holds NUL
+    or a lone surrogate (no walk: an importer asks this of every row)."""
+    return not any(isinstance(value, str) and _unstorable_text(value) for value in values)
+
+
 def storable_json(text: str, *, depth: int = 1, max_depth: int = 16) -> bool:
     """Whether what `json.loads(text)` returns, placed at `depth` in a value, is surely
     storable, read off the text in C: no NUL or lone surrogate in it and no `\\u` escape that

@@ -212,6 +212,23 @@ def test_text_no_column_can_hold_is_refused_as_the_front_door_refuses_it(
 
 
 @pytest.mark.parametrize(
+    "column, value",
+    [("event_id", "abc\x00def12345"), ("telemetry_id", "\x00"), ("timestamp", "\x00")],
+    ids=["nul-in-id", "nul-install", "nul-timestamp"],
+)
+def test_a_plain_column_no_database_text_holds_is_refused_as_the_front_door_refuses_it(
+    tmp_path, p, now, column, value
+):
+    # The front door reads these from a JSON body, where only an escape can make them: it
+    # answers "Invalid JSON" before looking at any field, and so does the import.
+    rows = [voicemode_row(now - DAY), voicemode_row(now - DAY, **{column: value})]
+    report = run(p.project, FMT, store(tmp_path, rows), now)
+    assert (report.stored, report.refused) == (1, 1)
+    assert report.refusals == [{"row": "events row 2", "error": "Invalid JSON"}]
+    assert Event.objects.count() == 1
+
+
+@pytest.mark.parametrize(
     "usage", ['{"total_sessions": NaN}', '{"total_sessions": -Infinity}', "[" * 2000 + "]" * 2000]
 )
 def test_json_text_the_front_door_cannot_read_is_refused_not_a_failed_batch(
