@@ -65,10 +65,12 @@ def write_source(path: Path, rows: int, now: dt.datetime) -> None:
     conn.close()
 
 
-def cpu_seconds(pid: int | None = None) -> float | None:
-    """User + system CPU seconds of `pid` (None: this process and its waited-for children)."""
+def cpu_seconds(pid: int | None = None, *, who: tuple = ()) -> float | None:
+    """User + system CPU seconds of `pid` (None: of `who`, by default this process and its
+    waited-for children: the mapping workers)."""
     if pid is None:
-        usage = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        who = who or (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        usage = [resource.getrusage(w) for w in who]
         return sum(u.ru_utime + u.ru_stime for u in usage)
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -106,18 +108,24 @@ def main() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         backend = cursor.fetchone()[0]
+    main0 = cpu_seconds(who=(resource.RUSAGE_SELF,))
     py0, pg0 = cpu_seconds(), cpu_seconds(backend)
     t0 = time.perf_counter()
     report = import_events(project=project, fmt="voicemode-d1", path=source, now=now)
     elapsed = time.perf_counter() - t0
     py, pg = cpu_seconds() - py0, cpu_seconds(backend)
+    main_cpu = cpu_seconds(who=(resource.RUSAGE_SELF,)) - main0
     print(
         f"rows {report.rows:,}  stored {report.stored:,}  duplicates {report.duplicates:,}"
         f"  refused {report.refused}  aggregated {report.aggregated}"
     )
     print(f"import: {elapsed:.1f} s = {report.rows / elapsed:,.0f} rows/s")
     per_row = 1e6 / max(report.rows, 1)
-    print(f"cpu: python (with workers) {py:.1f} s = {py * per_row:.0f} µs/row", end="")
+    print(
+        f"cpu: python (with workers) {py:.1f} s = {py * per_row:.0f} µs/row"
+        f" (main process {main_cpu * per_row:.0f})",
+        end="",
+    )
     if pg is not None and pg0 is not None:
         print(f", postgres backend {pg - pg0:.1f} s = {(pg - pg0) * per_row:.0f} µs/row", end="")
     print(f"; load average {os.getloadavg()[0]:.2f}")

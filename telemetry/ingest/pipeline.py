@@ -778,8 +778,24 @@ def _iso(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-# json.dumps(value, separators=(",", ":"), default=_iso), without building an encoder per call.
-_dumps = json.JSONEncoder(separators=(",", ":"), default=_iso).encode
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_iso)
+# JSONEncoder.encode builds its C encoder on every call (about 1 µs; an import encodes every
+# row's properties): built once here. No circular-reference bookkeeping: what is encoded was
+# parsed from JSON or built for this call, so it holds no cycle.
+_C_ENCODE = (
+    json.encoder.c_make_encoder(
+        None, _iso, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+    )
+    if json.encoder.c_make_encoder is not None
+    else None
+)
+
+
+def _dumps(value) -> str:
+    """json.dumps(value, separators=(",", ":"), default=_iso), without building an encoder."""
+    if _C_ENCODE is None or isinstance(value, str):
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODE(value, 0))
 
 
 # The rows arrive as one JSON array of arrays, each element taken by its position: the encoder
