@@ -204,13 +204,17 @@ def drop_many(names: list[str], *, chunk: int = 16, pause: float = 0.0) -> None:
     waits at most DROP_LOCK_TIMEOUT, a group that cannot get it is retried one by one, and a
     day that still cannot falls back to CONCURRENTLY.
 
+    `pause` seconds pass between one detach step (a day of events, a group) and the next.
+
     The detached tables are then dropped together, outside any parent's lock: removing their
     files is the slow part of a drop. Killed half-way, a partition is left "detach pending" or
     detached but not dropped; `finish_pending` completes both.
     """
     live = [] if connection.in_atomic_block else [n for n in names if parent_of(n) == PARENT]
     rest = [name for name in names if name not in live]
-    for name in live:
+    for at, name in enumerate(live):
+        if at and pause:
+            time.sleep(pause)
         _detach_concurrently(name)
     for start in range(0, len(rest), chunk):
         if start and pause:
