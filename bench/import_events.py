@@ -129,6 +129,11 @@ def main() -> None:
     if pg is not None and pg0 is not None:
         print(f", postgres backend {pg - pg0:.1f} s = {(pg - pg0) * per_row:.0f} µs/row", end="")
     print(f"; load average {os.getloadavg()[0]:.2f}")
+    peak = [
+        resource.getrusage(w).ru_maxrss // 1024
+        for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    ]
+    print(f"peak RSS: main process {peak[0]} MB, largest mapping worker {peak[1]} MB")
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT (SELECT sum(events) FROM telemetry_dailycount WHERE project_id = %s),"
