@@ -30,8 +30,11 @@ DAYS_AHEAD = 7
 # DETACH … CONCURRENTLY, waits for every transaction that can see the partition, twice.
 DETACH_ATTEMPTS = 3
 DETACH_RETRY_PAUSE = 0.05
-# Detached tables dropped per transaction: each holds its table's and indexes' locks until commit.
-DROP_TABLES_PER_TRANSACTION = 64
+# Detached tables dropped per transaction. A commit removes the files of the tables it dropped,
+# and ingest's commits wait behind that filesystem work: one table at a time makes many small
+# pauses instead of a few long ones (ingest p99 during a 10M purge 2.4-3.2x its p99 without at
+# 64 a transaction, 1.8-2.2x at one, the purge's wall time the same; bench/RESULTS.md, session 11).
+DROP_TABLES_PER_TRANSACTION = 1
 # Columns ANALYZE skips (statistics target 0), set on each new partition too: a partition made
 # by PARTITION OF or LIKE does not inherit its parent's targets. Every filter on `properties` is
 # on one of its keys, an expression the planner estimates without them, and gathering them
