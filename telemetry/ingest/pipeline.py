@@ -793,7 +793,7 @@ _C_ENCODE = (
 
 def _dumps(value) -> str:
     """json.dumps(value, separators=(",", ":"), default=_iso), without building an encoder."""
-    if _C_ENCODE is None or isinstance(value, str):
+    if _C_ENCODE is None:  # an interpreter without the C accelerator
         return _ENCODER.encode(value)
     return "".join(_C_ENCODE(value, 0))
 

@@ -28,10 +28,10 @@ QUEUE_COLUMNS = "project_id, install_id, name, timestamp, app_version, os"
 # install and day first (`a`), and installs and weeks/months come from those sums: an install
 # sends several events a day, so that is fewer rows to sort and group than the events (at 10
 # events per install and day, 7.0-8.8 → 5.6-6.0 µs of PostgreSQL CPU a folded event:
-# bench/fold.py, bench/RESULTS.md session 11). Days
-# order as their events' times do, so the first (last) version of a day's sums is the first
-# (last) of its events. Rollup rows are written in key order, so concurrent statements lock
-# shared rows in one order and cannot deadlock.
+# bench/fold.py, bench/RESULTS.md session 11). Days order as their events' times do, so the
+# first (last) version of a day's sums is the first (last) of its events. Rollup rows are
+# written in key order, so concurrent statements lock shared rows in one order and cannot
+# deadlock.
 ROLLUPS_SQL = f"""
 a AS MATERIALIZED (
     SELECT project_id, install_id, day, count(*) AS events, min(timestamp) AS first_seen,

@@ -209,9 +209,10 @@ def drop_many(names: list[str], *, chunk: int = 16, pause: float = 0.0) -> None:
 
     `pause` seconds pass between one detach step (a day of events, a group) and the next.
 
-    The detached tables are then dropped together, outside any parent's lock: removing their
-    files is the slow part of a drop. Killed half-way, a partition is left "detach pending" or
-    detached but not dropped; `finish_pending` completes both.
+    The detached tables are then dropped, DROP_TABLES_PER_TRANSACTION at a time, outside any
+    parent's lock: removing their files is the slow part of a drop. Killed half-way, a
+    partition is left "detach pending" or detached but not dropped; `finish_pending` completes
+    both.
     """
     live = [] if connection.in_atomic_block else [n for n in names if parent_of(n) == PARENT]
     rest = [name for name in names if name not in live]
