@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import caches
+from django.core.cache.backends.base import default_key_func
 from django.utils.module_loading import import_string
 from django_ratelimit.core import EXPIRATION_FUDGE, _split_rate
 
@@ -117,6 +118,15 @@ def _prepare(charges: list[Charge]) -> list[tuple[str, int, int, int]]:
     return prepared
 
 
+def _cache_keys(cache, keys: list[str]) -> list[str]:
+    """`cache.make_key(key)` of each key: with Django's default key function, its
+    "prefix:version:key" written out once for all (a batch names two thousand keys)."""
+    if cache.key_func is default_key_func:
+        head = f"{cache.key_prefix}:{cache.version}:"
+        return [head + key for key in keys]
+    return [cache.make_key(key) for key in keys]
+
+
 def charge(charges: list[Charge]) -> list[Usage]:
     """Atomically add each charge to its counter; one Usage per charge, in order.
 
@@ -132,7 +142,7 @@ def charge(charges: list[Charge]) -> list[Usage]:
         if redis is not None:
             # The cache's own make_key: the same string as its client's, which wraps each of a
             # batch's thousands of keys in a CacheKey object first.
-            keys = [cache.make_key(key) for key, *_ in prepared]
+            keys = _cache_keys(cache, [key for key, *_ in prepared])
             client = redis.get_client(write=True)
             args = []
             for c, (_key, _window, _limit, period) in zip(charges, prepared, strict=True):
@@ -206,13 +216,28 @@ return {fresh, counts}
 
 @dataclass(slots=True)
 class Admission:
-    """What one admit() call did: which events it claimed, and each counter after charging."""
+    """What one admit() call did: which events it claimed, and each counter after charging.
+
+    Counters are lists indexed as the `counters` given, not a Usage each: a batch of distinct
+    installs has a thousand."""
 
     fresh: list[bool]  # per event: claimed now (or had no id to claim)
-    usages: list[Usage]  # per counter, in the order given; count is after this charge
+    keys: list[str]  # per counter: its cache key, for a refund even after the window moved on
+    counts: list[int]  # per counter: its value after this charge
+    limits: list[int]  # per counter: hits allowed in its window
+    windows: list[int]  # per counter: when its window ends (epoch seconds)
     added: list[int]  # per counter: hits this call charged
     claim_keys: list[str | None]  # per event: its claim's cache key, to release
     install_of: list[int]  # per event: position of its install counter (0: none)
+
+    def allowed(self, counter: int) -> int:
+        """How many of the hits this call charged to `counter` fall within its limit."""
+        n = self.added[counter]
+        return max(0, min(n, self.limits[counter] - (self.counts[counter] - n)))
+
+    def retry_after(self, counter: int) -> int:
+        """Seconds until `counter`'s window ends."""
+        return max(1, self.windows[counter] - int(time.time()))
 
 
 def admit(
@@ -234,8 +259,13 @@ def admit(
     try:
         redis = _redis_client(cache)
         if redis is not None:
-            counter_keys = [cache.make_key(key) for key, *_ in prepared]
-            claim_keys = [cache.make_key(k) if k else None for k in claims]
+            counter_keys = _cache_keys(cache, [key for key, *_ in prepared])
+            named = _cache_keys(cache, [k for k in claims if k])
+            if len(named) == len(claims):
+                claim_keys: list[str | None] = named  # type: ignore[assignment]
+            else:
+                it = iter(named)
+                claim_keys = [next(it) if k else None for k in claims]
             args: list = [claim_ttl, len(counters)]
             args += [period + EXPIRATION_FUDGE for *_, period in prepared]
             args += [
@@ -244,29 +274,31 @@ def admit(
             ]
             client = redis.get_client(write=True)
             fresh_flags, counts = client.register_script(_ADMIT)(
-                keys=counter_keys + [k for k in claim_keys if k], args=args
+                keys=counter_keys + named, args=args
             )
-            fresh = [bool(int(f)) for f in fresh_flags]
+            fresh = [f == 1 for f in fresh_flags]
+            added = _added(fresh, installs, len(counters))
         else:
             counter_keys = [key for key, *_ in prepared]
             claim_keys = list(claims)
             fresh = [key is None or cache.add(key, 1, claim_ttl) for key in claim_keys]
+            added = _added(fresh, installs, len(counters))
             counts = []
-            for n, (key, _window, _limit, period) in zip(
-                _added(fresh, installs, len(counters)), prepared, strict=True
-            ):
+            for n, (key, _window, _limit, period) in zip(added, prepared, strict=True):
                 cache.add(key, 0, period + EXPIRATION_FUDGE)
                 counts.append(cache.incr(key, n) if n else cache.get(key, 0))
     except Exception as exc:  # any backend's connection error: redis, sqlite, socket
         raise LimiterUnavailable(type(exc).__name__) from exc
-    now = int(time.time())
-    usages = [
-        Usage(key=key, count=int(count), limit=limit, retry_after=max(1, window - now))
-        for key, count, (_key, window, limit, _period) in zip(
-            counter_keys, counts, prepared, strict=True
-        )
-    ]
-    return Admission(fresh, usages, _added(fresh, installs, len(counters)), claim_keys, installs)
+    return Admission(
+        fresh=fresh,
+        keys=counter_keys,
+        counts=[int(count) for count in counts],
+        limits=[limit for _key, _window, limit, _period in prepared],
+        windows=[window for _key, window, _limit, _period in prepared],
+        added=added,
+        claim_keys=claim_keys,
+        install_of=installs,
+    )
 
 
 def _added(fresh: list[bool], installs: list[int], ncounters: int) -> list[int]:
@@ -287,9 +319,9 @@ def give_back(admission: Admission, events: list[int], *, release: bool = True) 
     for i in events:
         if not admission.fresh[i]:
             continue  # a duplicate was charged nothing and claimed nothing
-        hits[admission.usages[0].key] += 1
+        hits[admission.keys[0]] += 1
         if admission.install_of[i]:
-            hits[admission.usages[admission.install_of[i]].key] += 1
+            hits[admission.keys[admission.install_of[i]]] += 1
         if admission.claim_keys[i] and release:
             claims.append(admission.claim_keys[i])
     refund(hits)

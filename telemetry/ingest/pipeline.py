@@ -580,17 +580,19 @@ def _admit(
         else:
             passed.append(i)  # events with no install id face the client limit only
     for counter, idx in by_install.items():
-        usage = admission.usages[counter]
-        ok = usage.allowed(admission.added[counter])
+        ok = admission.allowed(counter)
         passed.extend(idx[:ok])
-        for i in idx[ok:]:
-            outcomes[i] = Outcome(LIMITED, "install", usage.retry_after)
+        if ok < len(idx):
+            limited = Outcome(LIMITED, "install", admission.retry_after(counter))
+            for i in idx[ok:]:
+                outcomes[i] = limited
     passed.sort()
-    client = admission.usages[0]
     # Hits of install-refused events are refunded; until then they may only make this stricter.
-    ok = max(0, min(len(passed), client.limit - (client.count - len(fresh))))
-    for i in passed[ok:]:
-        outcomes[i] = Outcome(LIMITED, second, client.retry_after)
+    ok = max(0, min(len(passed), admission.limits[0] - (admission.counts[0] - len(fresh))))
+    if ok < len(passed):
+        limited = Outcome(LIMITED, second, admission.retry_after(0))
+        for i in passed[ok:]:
+            outcomes[i] = limited
     return admission, passed[:ok]
 
 
