@@ -41,7 +41,10 @@ def with_old_and_new_data(retention_days=30):
     p = make_project(retention_days=retention_days).project
     now = timezone.now()
     ingest_at(p, now - dt.timedelta(days=retention_days + 5), "inst_old_00001", n=2)
-    ingest_at(p, now - dt.timedelta(hours=1), "inst_new_00001")
+    # Earlier today, whatever the hour: in the first hour of a UTC day, an hour ago is yesterday
+    # (and the stats' DAU 0).
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    ingest_at(p, midnight + (now - midnight) / 2, "inst_new_00001")
     return p
 
 
