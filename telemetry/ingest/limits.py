@@ -45,11 +45,6 @@ class Usage:
     limit: int
     retry_after: int  # seconds until this counter's window ends
 
-    def allowed(self, n: int) -> int:
-        """How many of the n hits just charged fall within the limit."""
-        before = self.count - n
-        return max(0, min(n, self.limit - before))
-
 
 def parse_rate(rate: str) -> tuple[int, int]:
     """'10/h' → (10, 3600); raises ValueError on anything django-ratelimit would not accept."""
@@ -261,11 +256,8 @@ def admit(
         if redis is not None:
             counter_keys = _cache_keys(cache, [key for key, *_ in prepared])
             named = _cache_keys(cache, [k for k in claims if k])
-            if len(named) == len(claims):
-                claim_keys: list[str | None] = named  # type: ignore[assignment]
-            else:
-                it = iter(named)
-                claim_keys = [next(it) if k else None for k in claims]
+            each = iter(named)
+            claim_keys = [next(each) if k else None for k in claims]
             args: list = [claim_ttl, len(counters)]
             args += [period + EXPIRATION_FUDGE for *_, period in prepared]
             args += [

@@ -5,6 +5,7 @@ import json
 import zlib
 
 import pytest
+from django.conf import settings
 from django.test import Client, override_settings
 
 from telemetry.ingest import limits
@@ -299,3 +300,24 @@ def test_counter_keys_and_windows_are_django_ratelimits_own(rate, monkeypatch):
             key = _make_cache_key(c.group, window, rate, c.value, None)
             expected.append((key, window, limit, period))
         assert limits._prepare(charges) == expected
+
+
+def test_cache_keys_are_each_caches_own_make_key():
+    # The script is handed full cache keys: they must be what the cache itself reads and
+    # refunds, written out once with the default key function and asked of make_key otherwise.
+    from django.core.cache import caches
+    from django.core.cache.backends.locmem import LocMemCache
+
+    keys = ["rl:0123abcd", "tm:1:claim:evt_00000001", "ünïcødé"]
+    default = caches[settings.RATELIMIT_USE_CACHE]
+    custom = LocMemCache(
+        "custom-keys",
+        {
+            "KEY_PREFIX": "p",
+            "VERSION": 3,
+            "KEY_FUNCTION": lambda key, prefix, v: f"{v}|{prefix}|{key}",
+        },
+    )
+    for cache in (default, custom):
+        assert limits._cache_keys(cache, keys) == [cache.make_key(key) for key in keys]
+    assert limits._cache_keys(custom, keys)[0] == "3|p|rl:0123abcd"
