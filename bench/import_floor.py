@@ -1,0 +1,145 @@
+"""The least PostgreSQL work any importer of 1M events does: the rows, already mapped, copied
+into telemetry_event's day partitions with their indexes. No reading, mapping, dedupe or
+rollups: a floor to set issue 14's 50,000 rows/s (40 µs of CPU a row on two cores) against.
+
+    .venv/bin/python bench/import_floor.py [--rows 1000000] [--days 84] [--mode attach,rowwise]
+
+- `attach`: per day a plain table, COPY, then ATTACH PARTITION (which builds the parent's
+  seven indexes on it, one sorted pass each): the import's way for days with no partition;
+- `rowwise`: per day a partition first, then COPY through the parent (indexes kept row by row).
+
+Rows are VoiceMode-shaped (seven properties), one project, `--days` UTC days. Its own database
+(tm_bench_import_floor), migrated, dropped at the end; CPU of the connection's backend from
+/proc. Prints one JSON line per mode.
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+DB = "tm_bench_import_floor"
+PG = "postgresql://postgres@127.0.0.1:5432"
+TICK = os.sysconf("SC_CLK_TCK")
+COLUMNS = (
+    "project_id, event_id, install_id, name, timestamp, received_at, session_id, app_version,"
+    " os, properties, ip_hash"
+)
+
+
+def backend_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def day_rows(rows: int, days: int, start: dt.datetime) -> dict[int, bytes]:
+    """COPY text of `rows` events spread over `days` days, by day."""
+    rnd = random.Random(1)
+    lines: dict[int, list[str]] = {}
+    for i in range(rows):
+        day = i % days
+        ts = start + dt.timedelta(days=day, seconds=rnd.randrange(86_400))
+        props = json.dumps(
+            {
+                "event_type": "tts_request",
+                "provider": "openai",
+                "duration_ms": rnd.randrange(5000),
+                "success": True,
+                "model": "tts-1",
+                "voice": "alloy",
+                "text_length": rnd.randrange(500),
+            }
+        )
+        lines.setdefault(day, []).append(
+            f"1\tevt{i:012d}\tinst{i % 40_000:08d}\tvoice.tts\t{ts.isoformat()}"
+            f"\t2026-12-06T00:00:00+00:00\t\t1.2.{i % 7}\tlinux\t{props}\t\n"
+        )
+    return {day: "".join(text).encode() for day, text in lines.items()}
+
+
+def recreate() -> None:
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {DB}")
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}",
+        "SECRET_KEY": os.environ.get("SECRET_KEY", "bench-only"),
+        "DATA_DIR": os.environ.get("DATA_DIR", "/tmp/tm-bench-import-floor"),
+    }
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], check=True, env=env, cwd=ROOT)
+
+
+def run(mode: str, data: dict[int, bytes], start: dt.datetime) -> dict:
+    recreate()
+    with psycopg.connect(f"{PG}/{DB}", autocommit=True) as conn:
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        conn.execute("CHECKPOINT")
+        cpu0, wall0 = backend_cpu(pid), time.monotonic()
+        for day, blob in sorted(data.items()):
+            low = start + dt.timedelta(days=day)
+            high = low + dt.timedelta(days=1)
+            bounds = f"FOR VALUES FROM ('{low.isoformat()}') TO ('{high.isoformat()}')"
+            name = f"floor_{day}"
+            with conn.transaction():
+                if mode == "attach":
+                    conn.execute(f"CREATE TABLE {name} (LIKE telemetry_event INCLUDING DEFAULTS)")
+                    conn.execute(
+                        f"ALTER TABLE {name} ADD CONSTRAINT {name}_bounds CHECK"
+                        f" (timestamp >= '{low.isoformat()}' AND timestamp < '{high.isoformat()}')"
+                    )
+                    with conn.cursor().copy(f"COPY {name} ({COLUMNS}) FROM STDIN") as copy:
+                        copy.write(blob)
+                    conn.execute(f"ALTER TABLE telemetry_event ATTACH PARTITION {name} {bounds}")
+                else:
+                    conn.execute(f"CREATE TABLE {name} PARTITION OF telemetry_event {bounds}")
+                    with conn.cursor().copy(f"COPY telemetry_event ({COLUMNS}) FROM STDIN") as copy:
+                        copy.write(blob)
+        cpu, wall = backend_cpu(pid) - cpu0, time.monotonic() - wall0
+        rows = conn.execute("SELECT count(*) FROM telemetry_event").fetchone()[0]
+    return {
+        "mode": mode,
+        "rows": rows,
+        "wall_seconds": round(wall, 2),
+        "backend_cpu_seconds": round(cpu, 2),
+        "backend_cpu_us_per_row": round(cpu * 1e6 / rows, 1),
+        "rows_per_second": round(rows / wall),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=84)
+    parser.add_argument("--mode", default="attach,rowwise")
+    args = parser.parse_args()
+    if not 1_000 <= args.rows <= 5_000_000 or not 1 <= args.days <= 365:
+        parser.error("--rows in 1,000..5,000,000, --days in 1..365")
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    data = day_rows(args.rows, args.days, start)
+    try:
+        for mode in args.mode.split(","):
+            print(
+                json.dumps(
+                    {
+                        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                        **run(mode, data, start),
+                    }
+                ),
+                flush=True,
+            )
+    finally:
+        with psycopg.connect(f"{PG}/postgres", autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+
+
+if __name__ == "__main__":
+    main()
