@@ -588,7 +588,7 @@ def _admit(
                 outcomes[i] = limited
     passed.sort()
     # Hits of install-refused events are refunded; until then they may only make this stricter.
-    ok = max(0, min(len(passed), admission.limits[0] - (admission.counts[0] - len(fresh))))
+    ok = min(len(passed), admission.allowed(0))
     if ok < len(passed):
         limited = Outcome(LIMITED, second, admission.retry_after(0))
         for i in passed[ok:]:
