@@ -28,16 +28,15 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 DB = "tm_bench_import_floor"
 PG = "postgresql://postgres@127.0.0.1:5432"
-TICK = os.sysconf("SC_CLK_TCK")
+os.environ.setdefault("DATA_DIR", "/tmp/tm-bench-import-floor")
+sys.path.insert(0, str(ROOT / "bench"))
+
+from import_events import cpu_seconds, recreate_database  # noqa: E402 (bench/ on the path)
+
 COLUMNS = (
     "project_id, event_id, install_id, name, timestamp, received_at, session_id, app_version,"
     " os, properties, ip_hash"
 )
-
-
-def backend_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def day_rows(rows: int, days: int, start: dt.datetime) -> dict[int, bytes]:
@@ -66,15 +65,9 @@ def day_rows(rows: int, days: int, start: dt.datetime) -> dict[int, bytes]:
 
 
 def recreate() -> None:
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {DB}")
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}",
-        "SECRET_KEY": os.environ.get("SECRET_KEY", "bench-only"),
-        "DATA_DIR": os.environ.get("DATA_DIR", "/tmp/tm-bench-import-floor"),
-    }
+    recreate_database(f"{PG}/{DB}")
+    # import_events set SECRET_KEY (and DATA_DIR, unless given) for its own Django set-up.
+    env = {**os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}"}
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], check=True, env=env, cwd=ROOT)
 
 
@@ -83,7 +76,7 @@ def run(mode: str, data: dict[int, bytes], start: dt.datetime) -> dict:
     with psycopg.connect(f"{PG}/{DB}", autocommit=True) as conn:
         pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
         conn.execute("CHECKPOINT")
-        cpu0, wall0 = backend_cpu(pid), time.monotonic()
+        cpu0, wall0 = cpu_seconds(pid), time.monotonic()
         for day, blob in sorted(data.items()):
             low = start + dt.timedelta(days=day)
             high = low + dt.timedelta(days=1)
@@ -103,7 +96,7 @@ def run(mode: str, data: dict[int, bytes], start: dt.datetime) -> dict:
                     conn.execute(f"CREATE TABLE {name} PARTITION OF telemetry_event {bounds}")
                     with conn.cursor().copy(f"COPY telemetry_event ({COLUMNS}) FROM STDIN") as copy:
                         copy.write(blob)
-        cpu, wall = backend_cpu(pid) - cpu0, time.monotonic() - wall0
+        cpu, wall = cpu_seconds(pid) - cpu0, time.monotonic() - wall0
         rows = conn.execute("SELECT count(*) FROM telemetry_event").fetchone()[0]
     return {
         "mode": mode,
