@@ -281,46 +281,53 @@ class FreshDays:
 
     Inserting row by row into a partition costs PostgreSQL seven index insertions and a
     deferred foreign-key trigger per row. A day with no partition has no stored event, so its
-    rows are held in a temporary table of this session instead, and later written in groups of
-    days, one transaction each: each day a new plain table (its bounds CHECKed, so ATTACH need
-    not scan it) filled in one INSERT, then attached, which builds each index in one sorted
-    pass and checks the project key once for the whole table; the same transaction folds the
-    group's rollups from those tables in one statement (a missing daily-activity partition is
-    made the same way), so they move exactly once with the events, without the queue.
-    Holding a day is decided per batch:
-    a day with a partition (live events made it) is stored as before, and a day whose
-    partition appears while it is held (a live event for that day) is stored through the
-    ingest statement at the end, with its dedupe and its locks, as any batch.
+    rows are copied instead, batch by batch, straight into a plain table of their own (its
+    bounds CHECKed, so ATTACH need not scan it), which no reader sees. Days are then written in
+    groups, one transaction each: each day's table is renamed to its partition's name and
+    attached, which builds each index in one sorted pass (a key held twice fails the unique
+    index: the later copies are deleted and the day attached again); the same transaction
+    folds the group's rollups from those tables in one statement (a missing daily-activity
+    partition is made the same way), so they move exactly once with the events, without the
+    queue. Holding a day is decided per batch: a day with a partition (live events made it) is
+    stored as before, and a day whose partition appears while it is held (a live event for that
+    day) is stored through the ingest statement at the end, with its dedupe and its locks, as
+    any batch.
+
+    The held tables are named after this session's backend, so that two imports never share
+    one; tables left by a session that ended mid-import are dropped by the next import.
     """
 
     def __init__(self) -> None:
         self.held: dict[dt.date, int] = {}  # day → rows held (committed batches only)
         self.moving: dict[dt.date, int] = {}  # held by the batch in progress
+        self.partitioned = partitions.partitioned()
+        if self.partitioned:
+            partitions.drop_orphan_holds()
 
     def settle(self, *, committed: bool) -> int:
         """After the batch's transaction: count what it held, if it committed; returns that."""
         moved, self.moving = self.moving, {}
         if not committed:
-            return 0
+            return 0  # a table the batch made went with it
         for day, n in moved.items():
             self.held[day] = self.held.get(day, 0) + n
         return sum(moved.values())
 
     def pick(self, days: set[dt.date]) -> set[dt.date]:
         """Of a batch's days, those to hold: held already, or without an event partition."""
-        if not days or not partitions.partitioned():
+        if not days or not self.partitioned:
             return set()
         have = partitions.existing()
         return {d for d in days if d in self.held or d not in have}
 
     def hold(self, cursor, day: dt.date, data: bytes) -> None:
-        """In the batch's transaction: copy one day's staged rows into its hold table."""
+        """In the batch's transaction: copy one day's staged rows into its held table."""
         table = _hold_table(day)
-        cursor.execute(
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {table}"
-            f" (seq bigint GENERATED ALWAYS AS IDENTITY, {_ROW_TYPES})"
-        )
-        _copy(cursor, f"{table} ({_STAGE_COLUMNS})", data)
+        if day not in self.held and day not in self.moving:
+            low, high = partitions.day_bounds(day)
+            _create_bounded(cursor, table, partitions.PARENT, "timestamp", low, high)
+        # A held day's rows are never dedupe_any_time ones: drop that last column, "f".
+        _copy(cursor, f"{table} ({_EVENT_COLUMNS})", data.replace(b"\tf\n", b"\n"))
         # COPY's text format escapes every newline inside a value: one line, one row.
         self.moving[day] = self.moving.get(day, 0) + data.count(b"\n")
 
@@ -355,6 +362,16 @@ class FreshDays:
                     days.add(done)
                 group, rows = [], 0
         return stored, copies, days
+
+    def discard(self) -> None:
+        """Drop the held tables (an import that failed: its held rows are not stored, and
+        running it again stores them)."""
+        if not self.held:
+            return
+        with connection.cursor() as cursor:
+            for day in sorted(self.held):
+                cursor.execute(f"DROP TABLE IF EXISTS {_hold_table(day)}")
+        self.held = {}
 
 
 # Held rows written per transaction (FreshDays.attach): bigger groups fold installs fewer times
@@ -393,14 +410,10 @@ def _attach_days(days: list[dt.date]) -> dict[dt.date, int]:
         for day in days:
             name = partitions.partition_name(day)
             low, high = partitions.day_bounds(day)
+            held = _hold_table(day)
             # Not visible to other sessions before the commit, when it is a partition already.
-            _create_bounded(cursor, name, partitions.PARENT, "timestamp", low, high)
-            cursor.execute(
-                f"INSERT INTO {name} ({_EVENT_COLUMNS}) SELECT {_HELD_EVENT_COLUMNS}"
-                f" FROM {_held_first_copies(day)} ORDER BY c4"
-            )
-            stored[day] = cursor.rowcount
-            _attach(cursor, name, partitions.PARENT, low, high)
+            cursor.execute(f"ALTER TABLE {held} RENAME TO {name}")
+            stored[day] = _attach_held(cursor, name, held, low, high)
         # The days' rollups, in the transaction that stores their events (so exactly once),
         # read from the new partitions instead of the queue: no queue row to write, read and
         # delete. Daily activity goes through a temporary table to its days' partitions.
@@ -436,9 +449,26 @@ def _attach_days(days: list[dt.date]) -> dict[dt.date, int]:
             _create_bounded(cursor, activity, partitions.ACTIVITY, "day", day, day + _ONE_DAY)
             cursor.execute(f"INSERT INTO {activity} ({_ACTIVITY_COLUMNS}) {rows}", [day])
             _attach(cursor, activity, partitions.ACTIVITY, day, day + _ONE_DAY)
-        for day in days:
-            cursor.execute(f"DROP TABLE {_hold_table(day)}")
     return stored
+
+
+def _attach_held(cursor, name: str, held: str, low, high) -> int:
+    """Attach a held day's table (renamed to `name`; its CHECK keeps `held`'s name); returns
+    its rows. A key copied in two batches fails the unique index ATTACH builds: then only the
+    first copy of each key (in file order, the heap's order) stays, and the day is attached
+    again."""
+    try:
+        with transaction.atomic():
+            _attach(cursor, name, partitions.PARENT, low, high, check=f"{held}_bounds")
+    except IntegrityError:
+        cursor.execute(
+            f"DELETE FROM {name} WHERE ctid IN (SELECT ctid FROM (SELECT ctid, row_number()"
+            f' OVER (PARTITION BY project_id, event_id, "timestamp" ORDER BY ctid) AS copy'
+            f" FROM {name} WHERE event_id IS NOT NULL) c WHERE copy > 1)"
+        )
+        _attach(cursor, name, partitions.PARENT, low, high, check=f"{held}_bounds")
+    cursor.execute(f"SELECT count(*) FROM {name}")
+    return cursor.fetchone()[0]
 
 
 _ACTIVITY_STAGE = "telemetry_import_activity"
@@ -461,13 +491,14 @@ def _create_bounded(cursor, name: str, parent: str, key: str, low, high) -> None
     )
 
 
-def _attach(cursor, name: str, parent: str, low, high) -> None:
+def _attach(cursor, name: str, parent: str, low, high, *, check: str | None = None) -> None:
     """Attach a table made by _create_bounded: PostgreSQL builds the parent's indexes on it (one
-    sorted pass each) and checks its foreign keys in one query; then its CHECK goes."""
+    sorted pass each) and checks its foreign keys in one query; then its CHECK (named `check`
+    when the table was made under another name) goes."""
     cursor.execute(
         f"ALTER TABLE {parent} ATTACH PARTITION {name} FOR VALUES FROM (%s) TO (%s)", [low, high]
     )
-    cursor.execute(f"ALTER TABLE {name} DROP CONSTRAINT {name}_bounds")
+    cursor.execute(f"ALTER TABLE {name} DROP CONSTRAINT {check or f'{name}_bounds'}")
 
 
 def _insert_held(day: dt.date) -> int:
@@ -476,7 +507,7 @@ def _insert_held(day: dt.date) -> int:
         cursor.execute(_STAGE_CREATE)
         cursor.execute(f"TRUNCATE {_STAGE}")
         cursor.execute(
-            f"INSERT INTO {_STAGE} ({_STAGE_COLUMNS}) SELECT {_STAGE_COLUMNS}"
+            f"INSERT INTO {_STAGE} ({_STAGE_COLUMNS}) SELECT {_EVENT_COLUMNS}, false"
             f" FROM {_held_first_copies(day)}"
         )
         n = len(_run_store(_STORE_STAGED_SQL, None))
@@ -487,13 +518,16 @@ def _insert_held(day: dt.date) -> int:
 def _held_first_copies(day: dt.date) -> str:
     """The held rows of `day`, a key's later copies (from later batches) left out."""
     return (
-        f"(SELECT *, row_number() OVER (PARTITION BY c1, c4 ORDER BY seq) AS copy"
-        f" FROM {_hold_table(day)}) h WHERE c1 IS NULL OR copy = 1"
+        f'(SELECT *, row_number() OVER (PARTITION BY event_id, "timestamp" ORDER BY ctid)'
+        f" AS copy FROM {_hold_table(day)}) h WHERE event_id IS NULL OR copy = 1"
     )
 
 
 def _hold_table(day: dt.date) -> str:
-    return f"telemetry_import_hold_{day:%Y%m%d}"
+    """This session's held table for `day` (FreshDays): the backend's pid keeps two imports of
+    the same day apart."""
+    connection.ensure_connection()
+    return f"{partitions.HOLD_PREFIX}{connection.connection.info.backend_pid}_{day:%Y%m%d}"
 
 
 _COPY_CHUNK = 1 << 20
@@ -717,7 +751,6 @@ _STAGE_CREATE = (
     f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} ({_ROW_TYPES}) ON COMMIT DELETE ROWS"
 )
 _STAGE_COLUMNS = ", ".join(f"c{i}" for i in range(12))
-_HELD_EVENT_COLUMNS = ", ".join(f"c{i}" for i in range(11))
 
 
 def _run_store(sql: str, params: list | None) -> list[str | None]:

@@ -373,6 +373,16 @@ def _mapped(result, report: ImportReport) -> "_Batch":
 def _map_batch(rows: list[tuple]) -> _Batch:
     """In a worker: map the rows by the reader's function and encode the events to store, so
     only bytes and counts travel back (pickling the events would cost more than mapping)."""
+    # The batch's mapped rows live until encoded, and the collector's passes over them find no
+    # cycle to free: with it off, a batch costs 13 % less CPU (bench/RESULTS.md, session 13).
+    gc.disable()
+    try:
+        return _map_and_stage(rows)
+    finally:
+        gc.enable()
+
+
+def _map_and_stage(rows: list[tuple]) -> _Batch:
     batch = _split(map(_WORK["map_row"], rows), _WORK["oldest_kept"])
     events = [i.event for i in batch.fresh]
     if any(e.event_id is None for e in events):
@@ -402,6 +412,10 @@ def _finish_committed(
             _write_held(fresh, report, touched)
     except HeldNotStored:
         log.warning("import: rows held for new days not stored; run the import again")
+        try:
+            fresh.discard()
+        except DatabaseError:
+            log.warning("import: held tables left for the next import to drop")
     try:
         rollups.fold_rollups()
     except DatabaseError:
@@ -490,14 +504,14 @@ def _store_rows(
     worker), in one transaction; the rows of days `fresh` holds are counted when it writes
     them. Returns the batch's days."""
     held = fresh.pick(days) if fresh is not None else set()
-    if days - held and partitions.partitioned():
+    if days - held and (fresh.partitioned if fresh is not None else partitions.partitioned()):
         partitions.ensure(days - held)  # outside the transaction: DDL must not wait on it
     try:
         with transaction.atomic():
             n = len(pipeline.store_staged(staged, days=days, fresh=fresh, held=held))
     except BaseException:
         if fresh is not None:
-            fresh.settle(committed=False)  # its hold tables' rows went with the transaction
+            fresh.settle(committed=False)  # what it held (a held table it made too) went with it
         raise
     now_held = fresh.settle(committed=True) if fresh is not None else 0
     touched |= days - held

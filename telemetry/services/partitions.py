@@ -295,6 +295,33 @@ def finish_pending() -> list[str]:
     return done
 
 
+# An import's held days (telemetry.ingest.pipeline.FreshDays): plain tables named
+# f"{HOLD_PREFIX}{backend pid}_{day:%Y%m%d}", renamed to their partition when attached.
+HOLD_PREFIX = "telemetry_import_hold_"
+
+
+def drop_orphan_holds() -> list[str]:
+    """Drop the held tables of sessions that are gone (an import killed mid-way), and this
+    session's own: none of its imports is running while it starts one or runs a job. Returns
+    their names."""
+    if connection.vendor != "postgresql":
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # who is connected now, not earlier
+        cursor.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind = 'r' AND n.nspname = current_schema()"
+            " AND starts_with(c.relname, %s) AND split_part(substr(c.relname, %s), '_', 1)"
+            " NOT IN (SELECT pid::text FROM pg_stat_activity WHERE pid <> pg_backend_pid())"
+            " ORDER BY c.relname",
+            [HOLD_PREFIX, len(HOLD_PREFIX) + 1],
+        )
+        names = [name for (name,) in cursor.fetchall()]
+        for name in names:
+            cursor.execute(f"DROP TABLE IF EXISTS {name}")
+    return names
+
+
 def analyze_parent() -> list[str]:
     """Refresh the parents' inherited statistics (autovacuum never analyses a partitioned
     parent); every partition is sampled, so this runs as its own daily job."""

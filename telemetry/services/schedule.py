@@ -63,7 +63,10 @@ def _partitions(now: dt.datetime) -> JobResult:
     if not partitions.partitioned():
         return JobResult(0, {"skipped": "this database keeps events in one table"})
     created = partitions.ensure_ahead(now=now)
-    return JobResult(len(created), {"created": [d.isoformat() for d in created]})
+    details = {"created": [d.isoformat() for d in created]}
+    if orphans := partitions.drop_orphan_holds():
+        details["dropped_held_tables"] = orphans  # an import that died left them
+    return JobResult(len(created), details)
 
 
 def _analyze_events(now: dt.datetime) -> JobResult:
@@ -131,7 +134,8 @@ JOBS = {
             "telemetry.tasks.create_partitions",
             _partitions,
             {"minute": "15", "hour": "*"},
-            "Create event and activity partitions, yesterday to a week ahead (PostgreSQL).",
+            "Create event and activity partitions, yesterday to a week ahead, and drop the tables"
+            " an import that died held its rows in (PostgreSQL).",
         ),
         Job(
             "analyze_events",

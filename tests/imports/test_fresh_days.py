@@ -98,9 +98,7 @@ def test_a_new_day_becomes_a_partition_with_every_index_and_the_project_key(tmp_
     assert rollups.pending_rollups() == 0
     assert_rollups_exact(p)
     assert_no_ip_hash(p, rows[0]["client_ip_hash"])
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'telemetry_import_hold%%'")
-        assert cursor.fetchone()[0] == 0  # the hold tables went with their days
+    assert held_tables() == []  # the held tables became the days' partitions
 
 
 def test_a_key_repeated_in_later_batches_of_a_new_day_is_stored_once(tmp_path, now):
@@ -247,8 +245,62 @@ def test_a_held_group_the_database_refuses_is_named_and_the_batches_before_it_st
     report = exc.value.report
     assert (report.committed_rows, report.stored) == (15, 0)
     assert not Event.objects.filter(project=p).exists()
+    assert held_tables() == []  # the held rows went with the failure
     # The same import again stores every row.
     monkeypatch.setattr(pipeline, "attach_fresh", attach)
     again = run(p, FMT, path, now, batch_size=4)
     assert (again.stored, again.duplicates) == (15, 0)
     assert_rollups_exact(p)
+
+
+def held_tables() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname FROM pg_class WHERE relname LIKE 'telemetry_import_hold%%'"
+            " ORDER BY relname"
+        )
+        return [name for (name,) in cursor.fetchall()]
+
+
+def other_session():
+    """A second connection to the test database, as another import's session."""
+    import psycopg
+
+    settings = connection.settings_dict
+    return psycopg.connect(
+        dbname=settings["NAME"],
+        user=settings["USER"],
+        host=settings["HOST"],
+        port=settings["PORT"] or 5432,
+        autocommit=True,
+    )
+
+
+# Committed for real: the other session's tables must be seen, and dropped, across sessions.
+@pytest.mark.django_db(transaction=True)
+def test_two_sessions_holding_one_day_keep_apart_and_a_gone_sessions_tables_are_dropped(
+    tmp_path, now
+):
+    p = make_project(contract="voicemode", retention_days=90).project
+    day = (now - 15 * DAY).replace(hour=8, minute=0)
+    other = other_session()
+    theirs = f"telemetry_import_hold_{other.info.backend_pid}_{day:%Y%m%d}"
+    gone = f"telemetry_import_hold_999999999_{day:%Y%m%d}"  # no backend has this pid
+    other.execute(f"CREATE TABLE {theirs} (LIKE telemetry_event)")
+    other.execute(f"CREATE TABLE {gone} (LIKE telemetry_event)")
+    try:
+        path = write_d1(tmp_path / "vm.sqlite", VOICEMODE_SCHEMA, {"events": rows_on(day, 9)})
+        report = run(p, FMT, path, now, batch_size=4)
+        assert (report.stored, report.duplicates) == (9, 0)
+        assert Event.objects.filter(project=p).count() == 9
+        assert_rollups_exact(p)
+        # This import held the day in a table of its own, and dropped the gone session's.
+        assert held_tables() == [theirs]
+        other.close()
+        assert partitions.drop_orphan_holds() == [theirs]
+        assert held_tables() == []
+    finally:
+        other.close()
+        made = [partitions.partition_name(day.date(), parent) for parent in partitions.PARENTS]
+        with other_session() as cleanup:  # what the flush after this test leaves
+            cleanup.execute(f"DROP TABLE IF EXISTS {theirs}, {gone}, {', '.join(made)}")

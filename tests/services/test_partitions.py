@@ -41,6 +41,20 @@ def test_the_table_is_partitioned_by_day_and_beat_creates_the_days_ahead():
     assert partitions.ensure_ahead(now=NOW) == []  # idempotent
 
 
+def test_the_hourly_job_drops_the_tables_a_dead_import_held_its_rows_in():
+    from telemetry.models import TaskRun
+    from telemetry.services.schedule import run_job
+
+    dead = f"{partitions.HOLD_PREFIX}999999999_20250601"  # no backend has this pid
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {dead} (LIKE telemetry_event)")
+    run_job("create_partitions", now=NOW)
+    assert dead not in connection.introspection.table_names()
+    assert TaskRun.objects.get().details["dropped_held_tables"] == [dead]
+    run_job("create_partitions", now=NOW)
+    assert "dropped_held_tables" not in TaskRun.objects.latest("started_at").details
+
+
 def test_an_event_on_a_day_without_a_partition_is_stored_through_on_demand_creation():
     p = make_project(retention_days=400).project
     when = days_ago(200)
