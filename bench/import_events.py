@@ -79,6 +79,15 @@ def cpu_seconds(pid: int | None = None, *, who: tuple = ()) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_seconds() -> float:
+    """CPU seconds every process of this machine has used (/proc/stat, all but idle and
+    iowait): with the import's writer thread on connections of its own, PostgreSQL's share is
+    more backends than the main connection's."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -109,11 +118,12 @@ def main() -> None:
         cursor.execute("SELECT pg_backend_pid()")
         backend = cursor.fetchone()[0]
     main0 = cpu_seconds(who=(resource.RUSAGE_SELF,))
-    py0, pg0 = cpu_seconds(), cpu_seconds(backend)
+    py0, pg0, all0 = cpu_seconds(), cpu_seconds(backend), machine_cpu_seconds()
     t0 = time.perf_counter()
     report = import_events(project=project, fmt="voicemode-d1", path=source, now=now)
     elapsed = time.perf_counter() - t0
     py, pg = cpu_seconds() - py0, cpu_seconds(backend)
+    machine = machine_cpu_seconds() - all0
     main_cpu = cpu_seconds(who=(resource.RUSAGE_SELF,)) - main0
     print(
         f"rows {report.rows:,}  stored {report.stored:,}  duplicates {report.duplicates:,}"
@@ -127,8 +137,13 @@ def main() -> None:
         end="",
     )
     if pg is not None and pg0 is not None:
-        print(f", postgres backend {pg - pg0:.1f} s = {(pg - pg0) * per_row:.0f} µs/row", end="")
+        print(f", main connection's backend {(pg - pg0) * per_row:.0f} µs/row", end="")
     print(f"; load average {os.getloadavg()[0]:.2f}")
+    rest = (machine - py) * per_row
+    print(
+        f"cpu, whole machine: {machine:.1f} s = {machine * per_row:.0f} µs/row, of which not"
+        f" this process or its workers (PostgreSQL's backends, mostly) {rest:.0f}"
+    )
     peak = [
         resource.getrusage(w).ru_maxrss // 1024
         for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)

@@ -14,6 +14,8 @@ import json
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
@@ -295,14 +297,26 @@ class FreshDays:
 
     The held tables are named after this session's backend, so that two imports never share
     one; tables left by a session that ended mid-import are dropped by the next import.
+
+    With `background`, groups that `attach_before` finds ready are written by a thread on a
+    connection of its own, one group at a time, while this session goes on copying batches
+    (and the workers mapping them): a batch with a row for a day being written waits for it,
+    then finds the day's partition. Only outside a transaction: the thread's session sees the
+    held tables once their batches have committed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, background: bool = False) -> None:
         self.held: dict[dt.date, int] = {}  # day → rows held (committed batches only)
         self.moving: dict[dt.date, int] = {}  # held by the batch in progress
         self.partitioned = partitions.partitioned()
+        connection.ensure_connection()
+        self.owner = connection.connection.info.backend_pid  # the held tables' session
         if self.partitioned:
             partitions.drop_orphan_holds()
+        self._writer = ThreadPoolExecutor(1, "import-held") if background else None
+        self._writing: tuple[list[dt.date], Future] | None = None
+        self._written = (0, 0, set())  # what finished writes stored, not reported yet
+        self._failed: BaseException | None = None
 
     def settle(self, *, committed: bool) -> int:
         """After the batch's transaction: count what it held, if it committed; returns that."""
@@ -317,12 +331,14 @@ class FreshDays:
         """Of a batch's days, those to hold: held already, or without an event partition."""
         if not days or not self.partitioned:
             return set()
+        if self._writing is not None and days.intersection(self._writing[0]):
+            self._collect(wait=True)  # the batch needs to know what those days became
         have = partitions.existing()
         return {d for d in days if d in self.held or d not in have}
 
     def hold(self, cursor, day: dt.date, data: bytes) -> None:
         """In the batch's transaction: copy one day's staged rows into its held table."""
-        table = _hold_table(day)
+        table = _hold_table(day, self.owner)
         if day not in self.held and day not in self.moving:
             low, high = partitions.day_bounds(day)
             _create_bounded(cursor, table, partitions.PARENT, "timestamp", low, high)
@@ -334,44 +350,111 @@ class FreshDays:
     def attach_before(self, day: dt.date) -> tuple[int, int, set[dt.date]]:
         """Store the held days before `day` once they hold ATTACH_ROWS rows (see attach), while
         workers map the next batches. A source read in time order (VoiceMode's) has no more
-        rows for them; a later row of such a day finds its partition and is stored as any."""
-        ready = [d for d in self.held if d < day]
-        if sum(self.held[d] for d in ready) < ATTACH_ROWS:
-            return 0, 0, set()
-        return self.attach(ready)
+        rows for them; a later row of such a day finds its partition and is stored as any.
+        With `background`, this starts the write and returns what earlier ones stored."""
+        self._collect(wait=False)
+        ready = [d for d in sorted(self.held) if d < day]
+        idle = self._writing is None and self._failed is None
+        if idle and sum(self.held[d] for d in ready) >= ATTACH_ROWS:
+            if self._writer is None:
+                self._write(ready)
+            else:
+                group = next(_groups({d: self.held[d] for d in ready}))  # one at a time
+                future = self._writer.submit(self._write_apart, group)
+                self._writing = (group, future)
+        return self._report()
 
     def attach(self, only: list[dt.date] | None = None) -> tuple[int, int, set[dt.date]]:
-        """Store every held day (or `only` those); returns (rows stored, rows that were
-        copies, days written). Days go in groups of up to ATTACH_ROWS held rows, one
-        transaction each, so the rollups of an install are upserted once per group rather than
-        once per day (its row is rewritten each time, and dead versions slow the next look-up
-        down)."""
-        stored = copies = 0
-        days = set()
-        group: list[dt.date] = []
-        rows = 0
-        todo = sorted(self.held if only is None else only)
-        last = todo[-1] if todo else None
-        for day in todo:
-            group.append(day)
-            rows += self.held[day]
-            if rows >= ATTACH_ROWS or day == last:
-                for done, n in attach_fresh(group).items():
-                    stored += n
-                    copies += self.held.pop(done) - n
-                    days.add(done)
-                group, rows = [], 0
-        return stored, copies, days
+        """Store every held day (or `only` those), after any write in progress; returns (rows
+        stored, rows that were copies, days written), with what background writes stored. A
+        background write that failed is raised once the rest are written; its days stay held,
+        for the next call."""
+        self._collect(wait=True)
+        self._write(sorted(self.held if only is None else only))
+        return self._report()
+
+    def close(self) -> None:
+        """Wait for a write in progress (its outcome is lost) and stop the thread."""
+        if self._writer is not None:
+            try:
+                self._collect(wait=True)
+            finally:
+                self._writer.shutdown()
+                self._writer = None
 
     def discard(self) -> None:
         """Drop the held tables (an import that failed: its held rows are not stored, and
         running it again stores them)."""
+        self.close()
         if not self.held:
             return
         with connection.cursor() as cursor:
             for day in sorted(self.held):
-                cursor.execute(f"DROP TABLE IF EXISTS {_hold_table(day)}")
+                cursor.execute(f"DROP TABLE IF EXISTS {_hold_table(day, self.owner)}")
         self.held = {}
+
+    def _write(self, days: list[dt.date]) -> None:
+        """Store `days` in groups of up to ATTACH_ROWS held rows, one transaction each, so the
+        rollups of an install are upserted once per group rather than once per day (its row is
+        rewritten each time, and dead versions slow the next look-up down)."""
+        for group in _groups({d: self.held[d] for d in days}):
+            self._add(self._count(attach_fresh(group, owner=self.owner)))
+
+    def _write_apart(self, group: list[dt.date]) -> dict[dt.date, int]:
+        """In the writer thread, on its own connection (closed after, so none is left open)."""
+        try:
+            return attach_fresh(group, owner=self.owner)
+        finally:
+            connection.close()
+
+    def _collect(self, *, wait: bool) -> None:
+        """Count a background write that finished (or wait for it); a failure is raised by the
+        next attach call, and its days stay held."""
+        if self._writing is None or not (wait or self._writing[1].done()):
+            return
+        _, future = self._writing
+        self._writing = None
+        try:
+            self._add(self._count(future.result()))
+        except Exception as exc:
+            self._failed = self._failed or exc
+
+    def _count(self, written: dict[dt.date, int]) -> tuple[int, int, set[dt.date]]:
+        stored = sum(written.values())
+        copies = sum(self.held.pop(day) - n for day, n in written.items())
+        return stored, copies, set(written)
+
+    def _add(self, written: tuple[int, int, set[dt.date]]) -> None:
+        stored, copies, days = self._written
+        self._written = (stored + written[0], copies + written[1], days | written[2])
+
+    def _report(self) -> tuple[int, int, set[dt.date]]:
+        """What was written since the last report; a background write's failure first."""
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            raise failed
+        return self.take_written()
+
+    def take_written(self) -> tuple[int, int, set[dt.date]]:
+        """(rows stored, copies, days) written since the last report: after an attach call
+        raised, what it (or a background write) had stored before the failure."""
+        written, self._written = self._written, (0, 0, set())
+        return written
+
+
+def _groups(counts: dict[dt.date, int]) -> Iterator[list[dt.date]]:
+    """The days of `counts` (day → rows held) in order, in groups of ATTACH_ROWS rows or more
+    (the last one less)."""
+    group: list[dt.date] = []
+    rows = 0
+    for day in sorted(counts):
+        group.append(day)
+        rows += counts[day]
+        if rows >= ATTACH_ROWS:
+            yield group
+            group, rows = [], 0
+    if group:
+        yield group
 
 
 # Held rows written per transaction (FreshDays.attach): bigger groups fold installs fewer times
@@ -383,25 +466,25 @@ ATTACH_ROWS = 250_000
 ATTACH_WORK_MEM = "128MB"
 
 
-def attach_fresh(days: list[dt.date]) -> dict[dt.date, int]:
+def attach_fresh(days: list[dt.date], *, owner: int | None = None) -> dict[dt.date, int]:
     """Store held days (see FreshDays) in one transaction; {day: rows stored}. If that fails
     (a live event made a partition meanwhile, a lock was busy), day by day, and a day whose
     partition exists goes through the ingest statement."""
     have = partitions.existing()
     if partitions.partitioned(partitions.ACTIVITY) and not any(d in have for d in days):
         try:
-            return _attach_days(days)
+            return _attach_days(days, owner=owner)
         except DatabaseError:
             pass
     if len(days) > 1:
-        return {k: v for day in days for k, v in attach_fresh([day]).items()}
+        return {k: v for day in days for k, v in attach_fresh([day], owner=owner).items()}
     (day,) = days
     if day not in partitions.existing():
         partitions.ensure({day})
-    return {day: _insert_held(day)}
+    return {day: _insert_held(day, owner=owner)}
 
 
-def _attach_days(days: list[dt.date]) -> dict[dt.date, int]:
+def _attach_days(days: list[dt.date], *, owner: int | None = None) -> dict[dt.date, int]:
     stored = {}
     have_activity = partitions.existing(parent=partitions.ACTIVITY)
     with transaction.atomic(), connection.cursor() as cursor:
@@ -410,7 +493,7 @@ def _attach_days(days: list[dt.date]) -> dict[dt.date, int]:
         for day in days:
             name = partitions.partition_name(day)
             low, high = partitions.day_bounds(day)
-            held = _hold_table(day)
+            held = _hold_table(day, owner)
             # Not visible to other sessions before the commit, when it is a partition already.
             cursor.execute(f"ALTER TABLE {held} RENAME TO {name}")
             stored[day] = _attach_held(cursor, name, held, low, high)
@@ -501,33 +584,35 @@ def _attach(cursor, name: str, parent: str, low, high, *, check: str | None = No
     cursor.execute(f"ALTER TABLE {name} DROP CONSTRAINT {check or f'{name}_bounds'}")
 
 
-def _insert_held(day: dt.date) -> int:
+def _insert_held(day: dt.date, *, owner: int | None = None) -> int:
     """A held day whose partition exists: the ingest statement, from the held rows."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_STAGE_CREATE)
         cursor.execute(f"TRUNCATE {_STAGE}")
         cursor.execute(
             f"INSERT INTO {_STAGE} ({_STAGE_COLUMNS}) SELECT {_EVENT_COLUMNS}, false"
-            f" FROM {_held_first_copies(day)}"
+            f" FROM {_held_first_copies(day, owner)}"
         )
         n = len(_run_store(_STORE_STAGED_SQL, None))
-        cursor.execute(f"DROP TABLE {_hold_table(day)}")
+        cursor.execute(f"DROP TABLE {_hold_table(day, owner)}")
     return n
 
 
-def _held_first_copies(day: dt.date) -> str:
+def _held_first_copies(day: dt.date, owner: int | None) -> str:
     """The held rows of `day`, a key's later copies (from later batches) left out."""
     return (
         f'(SELECT *, row_number() OVER (PARTITION BY event_id, "timestamp" ORDER BY ctid)'
-        f" AS copy FROM {_hold_table(day)}) h WHERE event_id IS NULL OR copy = 1"
+        f" AS copy FROM {_hold_table(day, owner)}) h WHERE event_id IS NULL OR copy = 1"
     )
 
 
-def _hold_table(day: dt.date) -> str:
-    """This session's held table for `day` (FreshDays): the backend's pid keeps two imports of
-    the same day apart."""
-    connection.ensure_connection()
-    return f"{partitions.HOLD_PREFIX}{connection.connection.info.backend_pid}_{day:%Y%m%d}"
+def _hold_table(day: dt.date, owner: int | None = None) -> str:
+    """The held table for `day` (FreshDays) of the session `owner` (a backend's pid; None: this
+    thread's session): the pid keeps two imports of the same day apart."""
+    if owner is None:
+        connection.ensure_connection()
+        owner = connection.connection.info.backend_pid
+    return f"{partitions.HOLD_PREFIX}{owner}_{day:%Y%m%d}"
 
 
 _COPY_CHUNK = 1 << 20

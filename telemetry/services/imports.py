@@ -194,8 +194,11 @@ def import_events(
     oldest_kept = day_start(keep_from)
     history = _History()
     touched: set[dt.date] = set()
-    # Days with no event partition yet are written whole at the end (PostgreSQL).
-    fresh = None if dry_run or connection.vendor != "postgresql" else pipeline.FreshDays()
+    # Days with no event partition yet are written whole (PostgreSQL); by a thread of their
+    # own while batches go on, unless the caller's transaction keeps the held tables unseen.
+    fresh = None
+    if not dry_run and connection.vendor == "postgresql":
+        fresh = pipeline.FreshDays(background=not connection.in_atomic_block)
 
     def done(batch: _Batch) -> None:
         _count(report, history, batch)
@@ -210,6 +213,7 @@ def import_events(
             # Held days that no later row can reach any more, written while workers map on.
             _write_held(fresh, report, touched, before=min(days))
 
+    source = None
     try:
         source = open_source(fmt, path, project=project, now=now, dataset=dataset)
         if on_total:
@@ -240,6 +244,11 @@ def import_events(
         error = Malformed(where, f"the database refused the batch ({type(exc).__name__})")
         _finish_committed(fresh, report, touched, dry_run)
         raise ImportFailed(error, report) from exc
+    finally:
+        if fresh is not None:
+            fresh.close()  # the writer thread, on any way out
+        if source is not None:
+            _close(source)
     if not dry_run:
         rollups.fold_rollups()  # the imported events' rollups, before they are read below
     history.forget_new(project)
@@ -254,6 +263,14 @@ def import_events(
             )
         _analyze(touched, rollups=bool(report.stored), history=bool(summaries))
     return report
+
+
+def _close(source) -> None:
+    """Close the reader's generators here, in this thread: one left to the collector may be
+    finalised in whichever thread the collector runs in next, where its SQLite cursor refuses."""
+    for rows in (source.items, source.rows):
+        if close := getattr(rows, "close", None):
+            close()
 
 
 def _workers(source, requested: int | None, *, dry_run: bool) -> int:
@@ -442,8 +459,15 @@ def _write_held(
     try:
         attached = fresh.attach() if before is None else fresh.attach_before(before)
     except DatabaseError as exc:
+        _count_held(fresh.take_written(), report, touched)  # the groups before the failure
         raise HeldNotStored(len(fresh.held)) from exc
-    stored, copies, days = attached
+    _count_held(attached, report, touched)
+
+
+def _count_held(
+    written: tuple[int, int, set[dt.date]], report: ImportReport, touched: set[dt.date]
+) -> None:
+    stored, copies, days = written
     report.stored += stored
     report.duplicates += copies
     touched |= days

@@ -228,7 +228,7 @@ def test_a_held_group_the_database_refuses_is_named_and_the_batches_before_it_st
     monkeypatch.setattr(pipeline, "ATTACH_ROWS", 8)  # days 1-2 are written once day 3 comes
     attach = pipeline.attach_fresh
 
-    def refuse(days):
+    def refuse(days, **_):
         raise OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(pipeline, "attach_fresh", refuse)
@@ -304,3 +304,122 @@ def test_two_sessions_holding_one_day_keep_apart_and_a_gone_sessions_tables_are_
         made = [partitions.partition_name(day.date(), parent) for parent in partitions.PARENTS]
         with other_session() as cleanup:  # what the flush after this test leaves
             cleanup.execute(f"DROP TABLE IF EXISTS {theirs}, {gone}, {', '.join(made)}")
+
+
+def drop_partitions(days: list[dt.date]) -> None:
+    """Drop the partitions a transactional test made (its flush empties them, it keeps them)."""
+    names = [partitions.partition_name(d, parent) for d in days for parent in partitions.PARENTS]
+    with other_session() as cleanup:
+        cleanup.execute(f"DROP TABLE IF EXISTS {', '.join(names)}")
+
+
+def writers(monkeypatch, *, delay: float = 0.0) -> list[str]:
+    """Record which thread writes each group of held days (after `delay` seconds)."""
+    import threading
+    import time
+
+    names: list[str] = []
+    attach = pipeline.attach_fresh
+
+    def recorded(days, **kwargs):
+        names.append(threading.current_thread().name)
+        time.sleep(delay)
+        return attach(days, **kwargs)
+
+    monkeypatch.setattr(pipeline, "attach_fresh", recorded)
+    return names
+
+
+# Outside a transaction, groups of held days are written by a thread on its own connection.
+@pytest.mark.django_db(transaction=True)
+def test_groups_written_by_the_writer_thread_store_every_row_once(tmp_path, now, monkeypatch):
+    monkeypatch.setattr(pipeline, "ATTACH_ROWS", 8)
+    names = writers(monkeypatch)
+    p = make_project(contract="voicemode", retention_days=90).project
+    first = (now - 60 * DAY).replace(hour=6, minute=0)
+    days = [(first + d * DAY).date() for d in range(5)]
+    rows = [row for d in range(5) for row in rows_on(first + d * DAY, 5)]
+    path = write_d1(tmp_path / "vm.sqlite", VOICEMODE_SCHEMA, {"events": rows})
+    try:
+        report = run(p, FMT, path, now, batch_size=4)
+        assert (report.stored, report.duplicates) == (25, 0)
+        assert any(name.startswith("import-held") for name in names)
+        assert Event.objects.filter(project=p).count() == 25
+        assert set(days) <= set(partitions.existing())
+        assert rollups.pending_rollups() == 0
+        assert_rollups_exact(p)
+        assert held_tables() == []
+    finally:
+        drop_partitions(days)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_with_a_row_for_a_day_being_written_waits_and_stores_it_through_its_partition(
+    now, monkeypatch
+):
+    monkeypatch.setattr(pipeline, "ATTACH_ROWS", 4)
+    names = writers(monkeypatch, delay=0.5)  # still writing when the next batch comes
+    p = make_project(contract="voicemode", retention_days=90).project
+    first = (now - 62 * DAY).replace(hour=7, minute=0)
+    days = [first.date(), (first + DAY).date()]
+    events = [voicemode_event(row, now) for row in rows_on(first, 6)]
+    fresh = pipeline.FreshDays(background=True)
+    try:
+        staged = pipeline.stage_imported_days(project=p, events=events[:4], now=now)
+        assert pipeline.store_staged(staged, days={first.date()}, fresh=fresh) == []
+        assert fresh.settle(committed=True) == 4
+        assert fresh.attach_before(days[1]) == (0, 0, set())  # started, not finished
+        # Rows 4-6 (row 4 again): their day is being written, so the batch waits for it and
+        # then stores them through the day's new partition.
+        assert fresh.pick({first.date()}) == set()
+        assert [name.split("_")[0] for name in names] == ["import-held"]
+        staged = pipeline.stage_imported_days(project=p, events=events[3:], now=now)
+        stored = pipeline.store_staged(staged, days={first.date()}, fresh=fresh)
+        assert sorted(stored) == sorted(e.event_id for e in events[4:])
+        assert fresh.attach() == (4, 0, {first.date()})
+        fresh.close()
+        assert Event.objects.filter(project=p).count() == 6
+        rollups.fold_rollups()
+        assert_rollups_exact(p)
+    finally:
+        fresh.close()
+        drop_partitions(days)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_group_the_writer_thread_fails_is_named_and_the_import_again_stores_it(
+    tmp_path, now, monkeypatch
+):
+    monkeypatch.setattr(pipeline, "ATTACH_ROWS", 8)
+    attach = pipeline.attach_fresh
+
+    def refuse_in_thread(days, **kwargs):
+        import threading
+
+        if threading.current_thread().name.startswith("import-held"):
+            raise OperationalError("server closed the connection unexpectedly")
+        return attach(days, **kwargs)
+
+    monkeypatch.setattr(pipeline, "attach_fresh", refuse_in_thread)
+    p = make_project(contract="voicemode", retention_days=90).project
+    first = (now - 64 * DAY).replace(hour=6, minute=0)
+    days = [(first + d * DAY).date() for d in range(4)]
+    rows = [row for d in range(4) for row in rows_on(first + d * DAY, 5)]
+    path = write_d1(tmp_path / "vm.sqlite", VOICEMODE_SCHEMA, {"events": rows})
+    try:
+        with pytest.raises(ImportFailed) as exc:
+            run(p, FMT, path, now, batch_size=4)
+        assert exc.value.error.where.startswith("rows held for ")
+        assert exc.value.error.message.startswith("the database refused them (OperationalError)")
+        # What the import stores after the failure (every batch read was committed) stays.
+        stored = exc.value.report.stored
+        assert Event.objects.filter(project=p).count() == stored
+        assert held_tables() == []
+        monkeypatch.setattr(pipeline, "attach_fresh", attach)
+        again = run(p, FMT, path, now, batch_size=4)
+        assert (again.stored, again.duplicates) == (20 - stored, stored)
+        assert Event.objects.filter(project=p).count() == 20
+        assert rollups.pending_rollups() == 0
+        assert_rollups_exact(p)
+    finally:
+        drop_partitions(days)
