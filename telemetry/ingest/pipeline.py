@@ -486,7 +486,6 @@ def attach_fresh(days: list[dt.date], *, owner: int | None = None) -> dict[dt.da
 
 def _attach_days(days: list[dt.date], *, owner: int | None = None) -> dict[dt.date, int]:
     stored = {}
-    have_activity = partitions.existing(parent=partitions.ACTIVITY)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL lock_timeout = '{partitions.LOCK_TIMEOUT}'")
         cursor.execute(f"SET LOCAL work_mem = '{ATTACH_WORK_MEM}'")
@@ -497,42 +496,46 @@ def _attach_days(days: list[dt.date], *, owner: int | None = None) -> dict[dt.da
             # Not visible to other sessions before the commit, when it is a partition already.
             cursor.execute(f"ALTER TABLE {held} RENAME TO {name}")
             stored[day] = _attach_held(cursor, name, held, low, high)
-        # The days' rollups, in the transaction that stores their events (so exactly once),
-        # read from the new partitions instead of the queue: no queue row to write, read and
-        # delete. Daily activity goes through a temporary table to its days' partitions.
-        cursor.execute(
-            f"CREATE TEMPORARY TABLE {_ACTIVITY_STAGE} ({_ACTIVITY_TYPES}) ON COMMIT DROP"
-        )
-        source = " UNION ALL ".join(
-            "SELECT project_id, install_id, name, timestamp, app_version, os, %s::date AS day"
-            f" FROM {partitions.partition_name(day)}"
-            for day in days
-        )
-        cursor.execute(
-            f"WITH d AS ({source}), "
-            + rollups.ROLLUPS_SQL.format(
-                install_conflict=rollups.INSTALL_CONFLICT,
-                activity_table=_ACTIVITY_STAGE,
-                activity_conflict="",
-                count_conflict=rollups.COUNT_CONFLICT,
-            )
-            + " SELECT 1",
-            days,
-        )
-        for day in days:
-            rows = f"SELECT {_ACTIVITY_COLUMNS} FROM {_ACTIVITY_STAGE} WHERE day = %s"
-            if day in have_activity:
-                cursor.execute(
-                    f"INSERT INTO {partitions.ACTIVITY} ({_ACTIVITY_COLUMNS}) {rows}"
-                    f" ORDER BY project_id, install_id {rollups.ACTIVITY_CONFLICT}",
-                    [day],
-                )
-                continue
-            activity = partitions.partition_name(day, partitions.ACTIVITY)
-            _create_bounded(cursor, activity, partitions.ACTIVITY, "day", day, day + _ONE_DAY)
-            cursor.execute(f"INSERT INTO {activity} ({_ACTIVITY_COLUMNS}) {rows}", [day])
-            _attach(cursor, activity, partitions.ACTIVITY, day, day + _ONE_DAY)
+        fold_new_days(cursor, days)
     return stored
+
+
+def fold_new_days(cursor, days: list[dt.date]) -> None:
+    """The rollups of `days`' events, just attached as new partitions, in the transaction that
+    attached them (so exactly once), read from those partitions instead of the queue: no queue
+    row to write, read and delete. Daily activity goes through a temporary table to its days'
+    partitions, made and attached the same way where missing."""
+    have_activity = partitions.existing(parent=partitions.ACTIVITY)
+    cursor.execute(f"CREATE TEMPORARY TABLE {_ACTIVITY_STAGE} ({_ACTIVITY_TYPES}) ON COMMIT DROP")
+    source = " UNION ALL ".join(
+        "SELECT project_id, install_id, name, timestamp, app_version, os, %s::date AS day"
+        f" FROM {partitions.partition_name(day)}"
+        for day in days
+    )
+    cursor.execute(
+        f"WITH d AS ({source}), "
+        + rollups.ROLLUPS_SQL.format(
+            install_conflict=rollups.INSTALL_CONFLICT,
+            activity_table=_ACTIVITY_STAGE,
+            activity_conflict="",
+            count_conflict=rollups.COUNT_CONFLICT,
+        )
+        + " SELECT 1",
+        days,
+    )
+    for day in days:
+        rows = f"SELECT {_ACTIVITY_COLUMNS} FROM {_ACTIVITY_STAGE} WHERE day = %s"
+        if day in have_activity:
+            cursor.execute(
+                f"INSERT INTO {partitions.ACTIVITY} ({_ACTIVITY_COLUMNS}) {rows}"
+                f" ORDER BY project_id, install_id {rollups.ACTIVITY_CONFLICT}",
+                [day],
+            )
+            continue
+        activity = partitions.partition_name(day, partitions.ACTIVITY)
+        _create_bounded(cursor, activity, partitions.ACTIVITY, "day", day, day + _ONE_DAY)
+        cursor.execute(f"INSERT INTO {activity} ({_ACTIVITY_COLUMNS}) {rows}", [day])
+        _attach(cursor, activity, partitions.ACTIVITY, day, day + _ONE_DAY)
 
 
 def _attach_held(cursor, name: str, held: str, low, high) -> int:

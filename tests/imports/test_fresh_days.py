@@ -40,6 +40,12 @@ def rows_on(day: dt.datetime, n: int) -> list[dict]:
     return [voicemode_row(day + dt.timedelta(minutes=7 * i), installs(6)[i % 6]) for i in range(n)]
 
 
+def daily_rows(first: dt.datetime, days: int, per_day: int = 5) -> tuple[list[dt.date], list]:
+    """`per_day` rows on each of `days` days from `first` on, and those days."""
+    rows = [row for d in range(days) for row in rows_on(first + d * DAY, per_day)]
+    return [(first + d * DAY).date() for d in range(days)], rows
+
+
 def indexes(name: str) -> list[str]:
     """The parent index each index of partition `name` is attached to."""
     with connection.cursor() as cursor:
@@ -189,7 +195,7 @@ def test_held_days_written_in_several_groups_keep_rollups_exact(tmp_path, now, m
     monkeypatch.setattr(pipeline, "ATTACH_ROWS", 8)  # groups: days 1-2 together, then day 3
     p = make_project(contract="voicemode", retention_days=90).project
     first = (now - 40 * DAY).replace(hour=6, minute=0)
-    rows = [row for d in range(3) for row in rows_on(first + d * DAY, 5)]
+    _, rows = daily_rows(first, 3)
     path = write_d1(tmp_path / "vm.sqlite", VOICEMODE_SCHEMA, {"events": rows})
     report = run(p, FMT, path, now, batch_size=4)
     assert (report.stored, report.duplicates) == (15, 0)
@@ -234,7 +240,7 @@ def test_a_held_group_the_database_refuses_is_named_and_the_batches_before_it_st
     monkeypatch.setattr(pipeline, "attach_fresh", refuse)
     p = make_project(contract="voicemode", retention_days=90).project
     first = (now - 40 * DAY).replace(hour=6, minute=0)
-    rows = [row for d in range(3) for row in rows_on(first + d * DAY, 5)]
+    _, rows = daily_rows(first, 3)
     path = write_d1(tmp_path / "vm.sqlite", VOICEMODE_SCHEMA, {"events": rows})
     with pytest.raises(ImportFailed) as exc:
         run(p, FMT, path, now, batch_size=4)
@@ -276,6 +282,15 @@ def other_session():
     )
 
 
+def drop_partitions(days: list[dt.date]) -> None:
+    """Drop the days' partitions around a transactional test: made by an earlier one (a flush
+    empties tables but keeps them), they would make the days not held; made by this one, they
+    would do the same to a later test."""
+    names = [partitions.partition_name(d, parent) for d in days for parent in partitions.PARENTS]
+    with other_session() as cleanup:
+        cleanup.execute(f"DROP TABLE IF EXISTS {', '.join(names)}")
+
+
 # Committed for real: the other session's tables must be seen, and dropped, across sessions.
 @pytest.mark.django_db(transaction=True)
 def test_two_sessions_holding_one_day_keep_apart_and_a_gone_sessions_tables_are_dropped(
@@ -286,6 +301,7 @@ def test_two_sessions_holding_one_day_keep_apart_and_a_gone_sessions_tables_are_
     other = other_session()
     theirs = f"telemetry_import_hold_{other.info.backend_pid}_{day:%Y%m%d}"
     gone = f"telemetry_import_hold_999999999_{day:%Y%m%d}"  # no backend has this pid
+    drop_partitions([day.date()])
     other.execute(f"CREATE TABLE {theirs} (LIKE telemetry_event)")
     other.execute(f"CREATE TABLE {gone} (LIKE telemetry_event)")
     try:
@@ -301,16 +317,9 @@ def test_two_sessions_holding_one_day_keep_apart_and_a_gone_sessions_tables_are_
         assert held_tables() == []
     finally:
         other.close()
-        made = [partitions.partition_name(day.date(), parent) for parent in partitions.PARENTS]
-        with other_session() as cleanup:  # what the flush after this test leaves
-            cleanup.execute(f"DROP TABLE IF EXISTS {theirs}, {gone}, {', '.join(made)}")
-
-
-def drop_partitions(days: list[dt.date]) -> None:
-    """Drop the partitions a transactional test made (its flush empties them, it keeps them)."""
-    names = [partitions.partition_name(d, parent) for d in days for parent in partitions.PARENTS]
-    with other_session() as cleanup:
-        cleanup.execute(f"DROP TABLE IF EXISTS {', '.join(names)}")
+        with other_session() as cleanup:
+            cleanup.execute(f"DROP TABLE IF EXISTS {theirs}, {gone}")
+        drop_partitions([day.date()])
 
 
 def writers(monkeypatch, *, delay: float = 0.0) -> list[str]:
@@ -337,9 +346,9 @@ def test_groups_written_by_the_writer_thread_store_every_row_once(tmp_path, now,
     names = writers(monkeypatch)
     p = make_project(contract="voicemode", retention_days=90).project
     first = (now - 60 * DAY).replace(hour=6, minute=0)
-    days = [(first + d * DAY).date() for d in range(5)]
-    rows = [row for d in range(5) for row in rows_on(first + d * DAY, 5)]
+    days, rows = daily_rows(first, 5)
     path = write_d1(tmp_path / "vm.sqlite", VOICEMODE_SCHEMA, {"events": rows})
+    drop_partitions(days)
     try:
         report = run(p, FMT, path, now, batch_size=4)
         assert (report.stored, report.duplicates) == (25, 0)
@@ -362,6 +371,7 @@ def test_a_batch_with_a_row_for_a_day_being_written_waits_and_stores_it_through_
     p = make_project(contract="voicemode", retention_days=90).project
     first = (now - 62 * DAY).replace(hour=7, minute=0)
     days = [first.date(), (first + DAY).date()]
+    drop_partitions(days)
     events = [voicemode_event(row, now) for row in rows_on(first, 6)]
     fresh = pipeline.FreshDays(background=True)
     try:
@@ -403,9 +413,9 @@ def test_a_group_the_writer_thread_fails_is_named_and_the_import_again_stores_it
     monkeypatch.setattr(pipeline, "attach_fresh", refuse_in_thread)
     p = make_project(contract="voicemode", retention_days=90).project
     first = (now - 64 * DAY).replace(hour=6, minute=0)
-    days = [(first + d * DAY).date() for d in range(4)]
-    rows = [row for d in range(4) for row in rows_on(first + d * DAY, 5)]
+    days, rows = daily_rows(first, 4)
     path = write_d1(tmp_path / "vm.sqlite", VOICEMODE_SCHEMA, {"events": rows})
+    drop_partitions(days)
     try:
         with pytest.raises(ImportFailed) as exc:
             run(p, FMT, path, now, batch_size=4)
