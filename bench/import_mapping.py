@@ -18,20 +18,12 @@ import argparse
 import datetime as dt
 import itertools
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-os.environ.setdefault("DATA_DIR", "/tmp/tm-bench-import")
-os.environ.setdefault("SECRET_KEY", "bench-only")
-os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
-
-from import_events import write_source  # noqa: E402 (bench/ on the path)
+# Run as a script, bench/ is on the path; import_events puts the project there too and sets
+# the environment for its own Django set-up, which this one shares.
+from import_events import write_source
 
 BATCH = 20_000  # telemetry.services.imports.BATCH_SIZE
 

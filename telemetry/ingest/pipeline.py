@@ -466,7 +466,7 @@ ATTACH_ROWS = 250_000
 ATTACH_WORK_MEM = "128MB"
 
 
-def attach_fresh(days: list[dt.date], *, owner: int | None = None) -> dict[dt.date, int]:
+def attach_fresh(days: list[dt.date], *, owner: int) -> dict[dt.date, int]:
     """Store held days (see FreshDays) in one transaction; {day: rows stored}. If that fails
     (a live event made a partition meanwhile, a lock was busy), day by day, and a day whose
     partition exists goes through the ingest statement."""
@@ -484,7 +484,7 @@ def attach_fresh(days: list[dt.date], *, owner: int | None = None) -> dict[dt.da
     return {day: _insert_held(day, owner=owner)}
 
 
-def _attach_days(days: list[dt.date], *, owner: int | None = None) -> dict[dt.date, int]:
+def _attach_days(days: list[dt.date], *, owner: int) -> dict[dt.date, int]:
     stored = {}
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL lock_timeout = '{partitions.LOCK_TIMEOUT}'")
@@ -587,7 +587,7 @@ def _attach(cursor, name: str, parent: str, low, high, *, check: str | None = No
     cursor.execute(f"ALTER TABLE {name} DROP CONSTRAINT {check or f'{name}_bounds'}")
 
 
-def _insert_held(day: dt.date, *, owner: int | None = None) -> int:
+def _insert_held(day: dt.date, *, owner: int) -> int:
     """A held day whose partition exists: the ingest statement, from the held rows."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_STAGE_CREATE)
@@ -601,7 +601,7 @@ def _insert_held(day: dt.date, *, owner: int | None = None) -> int:
     return n
 
 
-def _held_first_copies(day: dt.date, owner: int | None) -> str:
+def _held_first_copies(day: dt.date, owner: int) -> str:
     """The held rows of `day`, a key's later copies (from later batches) left out."""
     return (
         f'(SELECT *, row_number() OVER (PARTITION BY event_id, "timestamp" ORDER BY ctid)'
@@ -609,12 +609,9 @@ def _held_first_copies(day: dt.date, owner: int | None) -> str:
     )
 
 
-def _hold_table(day: dt.date, owner: int | None = None) -> str:
-    """The held table for `day` (FreshDays) of the session `owner` (a backend's pid; None: this
-    thread's session): the pid keeps two imports of the same day apart."""
-    if owner is None:
-        connection.ensure_connection()
-        owner = connection.connection.info.backend_pid
+def _hold_table(day: dt.date, owner: int) -> str:
+    """The held table for `day` (FreshDays) of the session `owner` (its backend's pid, which
+    keeps two imports of the same day apart)."""
     return f"{partitions.HOLD_PREFIX}{owner}_{day:%Y%m%d}"
 
 

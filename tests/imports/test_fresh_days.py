@@ -170,7 +170,7 @@ def test_attaching_a_day_checks_the_project_of_every_row(now):
     fresh.settle(committed=True)
     Project.objects.filter(pk=p.pk).delete()  # deleted while its import held the day
     with pytest.raises(IntegrityError, match="foreign key"):
-        pipeline._attach_days([day.date()])
+        pipeline._attach_days([day.date()], owner=fresh.owner)
     assert day.date() not in partitions.existing()
 
 
